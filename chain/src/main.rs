@@ -1,0 +1,426 @@
+//! `magnetd`: node, operator and client commands of the MAGNET chain, in the shape
+//! Cosmos SDK operators know from `simd`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use magnet_chain::client::{parse_coins_arg, GasSettings, Keyring, Node};
+use magnet_chain::{home, server, App};
+use serde_json::json;
+use tendermint_rpc::Client as _;
+
+mod bench;
+
+#[derive(Parser)]
+#[command(name = "magnetd", version, about = "MAGNET chain daemon and CLI")]
+struct Cli {
+    /// Node home directory (shared with CometBFT).
+    #[arg(long, global = true, env = "MAGNETD_HOME", default_value_os_t = default_home())]
+    home: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+}
+
+fn default_home() -> PathBuf {
+    PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".magnetd")
+}
+
+#[derive(Args, Clone)]
+struct NodeArg {
+    /// CometBFT RPC endpoint of a node.
+    #[arg(long, default_value = "tcp://127.0.0.1:26657")]
+    node: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a node home: CometBFT keys/config and a MAGNET genesis.
+    Init {
+        moniker: String,
+        #[arg(long, default_value = "magnet-local-1")]
+        chain_id: String,
+        #[arg(long, default_value = "tcp://0.0.0.0:26656")]
+        p2p_laddr: String,
+        #[arg(long, default_value = "tcp://127.0.0.1:26657")]
+        rpc_laddr: String,
+        #[arg(long, default_value = "tcp://127.0.0.1:26658")]
+        abci_addr: String,
+        #[arg(long, default_value = "1s")]
+        timeout_commit: String,
+    },
+    /// Run the ABCI application (and optionally CometBFT alongside it).
+    Start {
+        /// Address to serve ABCI on; defaults to `proxy_app` from config.toml.
+        #[arg(long)]
+        abci_addr: Option<String>,
+        /// Also start `cometbft start --home <home>` as a child process.
+        #[arg(long)]
+        with_cometbft: bool,
+    },
+    /// Manage keys in the home's test keyring (unencrypted, 0600 files).
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Build the genesis file.
+    #[command(subcommand)]
+    Genesis(GenesisCmd),
+    /// Sign and broadcast transactions.
+    #[command(subcommand)]
+    Tx(TxCmd),
+    /// Query state.
+    #[command(subcommand)]
+    Query(QueryCmd),
+    /// Dump committed state as genesis JSON (node must be stopped).
+    Export,
+    /// Show a node's status.
+    Status {
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// Measure committed tx/s and inclusion latency against a running localnet.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key (random, or from a hex secret with --secret-hex).
+    Add {
+        name: String,
+        #[arg(long)]
+        secret_hex: Option<String>,
+    },
+    List,
+    Show {
+        name: String,
+        /// Print only the address.
+        #[arg(long, short = 'a')]
+        address: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenesisCmd {
+    /// Give an address (or a key name from the keyring) coins at genesis.
+    AddAccount { address_or_key: String, coins: String },
+    /// Sign this node's validator declaration.
+    Gentx {
+        key: String,
+        #[arg(long, default_value_t = 10)]
+        power: i64,
+        /// host:port other validators dial to reach this node.
+        #[arg(long, default_value = "127.0.0.1:26656")]
+        p2p_external: String,
+    },
+    /// Put all gentxs into genesis.json and peers into config.toml.
+    Collect {
+        #[arg(long)]
+        gentx_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct TxFlags {
+    #[command(flatten)]
+    node: NodeArg,
+    /// Chain id (read from the node when omitted).
+    #[arg(long)]
+    chain_id: Option<String>,
+    #[arg(long, default_value_t = GasSettings::default().gas_limit)]
+    gas: u64,
+    /// Fee, e.g. 1000umag (default: the minimum for --gas).
+    #[arg(long)]
+    fees: Option<String>,
+    #[arg(long, default_value = "")]
+    memo: String,
+    /// Return after CheckTx instead of waiting for the block.
+    #[arg(long)]
+    no_wait: bool,
+    /// Accepted for Cosmos CLI compatibility; magnetd never prompts.
+    #[arg(long, short = 'y')]
+    yes: bool,
+}
+
+#[derive(Subcommand)]
+enum TxCmd {
+    #[command(subcommand)]
+    Bank(BankTx),
+}
+
+#[derive(Subcommand)]
+enum BankTx {
+    /// Send coins: `magnetd tx bank send <from-key> <to-address> 1000umag`.
+    Send {
+        from: String,
+        to: String,
+        amount: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueryCmd {
+    #[command(subcommand)]
+    Bank(BankQuery),
+    /// Account number, sequence and public key.
+    Account {
+        address: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// A tx by hash.
+    Tx {
+        hash: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// A raw store key, with an ICS23 proof against the app hash when --prove.
+    Store {
+        key: String,
+        #[arg(long)]
+        prove: bool,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum BankQuery {
+    Balances {
+        address: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    Total {
+        #[command(flatten)]
+        node: NodeArg,
+    },
+}
+
+fn print(output: Output, value: serde_json::Value, text: impl FnOnce() -> String) {
+    match output {
+        Output::Json => println!("{value}"),
+        Output::Text => println!("{}", text()),
+    }
+}
+
+fn resolve_address(home: &std::path::Path, s: &str) -> Result<String> {
+    if s.starts_with("magnet1") {
+        Ok(magnet_chain::auth::validate_address(s)?)
+    } else {
+        Ok(Keyring::open(home).get(s)?.address)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let out = cli.output;
+    let home = cli.home.clone();
+    match cli.cmd {
+        Cmd::Init { moniker, chain_id, p2p_laddr, rpc_laddr, abci_addr, timeout_commit } => {
+            let net = home::NodeNetwork { p2p_laddr, rpc_laddr, abci_addr, timeout_commit };
+            home::init(&home, &moniker, &chain_id, &net)?;
+            let id = home::node_id(&home)?;
+            print(out, json!({"moniker": moniker, "chain_id": chain_id, "node_id": id, "home": home}), || {
+                format!("initialised {moniker} (node {id}) for chain {chain_id} in {}", home.display())
+            });
+        }
+        Cmd::Start { abci_addr, with_cometbft } => {
+            let addr = match abci_addr {
+                Some(a) => a,
+                None => home::abci_addr(&home)?,
+            };
+            let storage = cnidarium::Storage::load(home::db_path(&home), vec![])
+                .await
+                .with_context(|| format!("opening {}", home::db_path(&home).display()))?;
+            let app = App::new(storage);
+            tracing::info!(%addr, height = app.committed_height(), "magnetd serving ABCI");
+            let serve = tokio::spawn({
+                let addr = addr.clone();
+                async move { server::serve(app, &addr).await }
+            });
+            if with_cometbft {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let mut child = tokio::process::Command::new(home::cometbft_bin())
+                    .arg("start")
+                    .arg("--home")
+                    .arg(&home)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .context("starting cometbft")?;
+                tokio::select! {
+                    r = serve => { r??; }
+                    s = child.wait() => { bail!("cometbft exited: {:?}", s?); }
+                    _ = tokio::signal::ctrl_c() => { child.kill().await.ok(); }
+                }
+            } else {
+                tokio::select! {
+                    r = serve => { r??; }
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+        }
+        Cmd::Keys(k) => {
+            let kr = Keyring::open(&home);
+            match k {
+                KeysCmd::Add { name, secret_hex } => {
+                    let secret = match secret_hex {
+                        Some(h) => {
+                            let b = hex::decode(h.trim()).context("secret is not hex")?;
+                            Some(<[u8; 32]>::try_from(b.as_slice()).map_err(|_| anyhow!("expected a 32-byte secret, got {} bytes", b.len()))?)
+                        }
+                        None => None,
+                    };
+                    let kf = kr.add(&name, secret)?;
+                    print(out, json!({"name": kf.name, "address": kf.address, "pubkey": kf.pub_key}), || {
+                        format!("- name: {}\n  address: {}\n  pubkey: {}", kf.name, kf.address, kf.pub_key)
+                    });
+                }
+                KeysCmd::List => {
+                    let keys = kr.list()?;
+                    let v: Vec<_> = keys.iter().map(|k| json!({"name": k.name, "address": k.address, "pubkey": k.pub_key})).collect();
+                    print(out, json!(v), || keys.iter().map(|k| format!("{}\t{}", k.name, k.address)).collect::<Vec<_>>().join("\n"));
+                }
+                KeysCmd::Show { name, address } => {
+                    let k = kr.get(&name)?;
+                    if address {
+                        println!("{}", k.address);
+                    } else {
+                        print(out, json!({"name": k.name, "address": k.address, "pubkey": k.pub_key}), || format!("{}\t{}", k.name, k.address));
+                    }
+                }
+            }
+        }
+        Cmd::Genesis(g) => match g {
+            GenesisCmd::AddAccount { address_or_key, coins } => {
+                let addr = resolve_address(&home, &address_or_key)?;
+                let coins = parse_coins_arg(&coins)?;
+                home::add_account(&home, &addr, &coins)?;
+                print(out, json!({"address": addr}), || format!("added genesis account {addr}"));
+            }
+            GenesisCmd::Gentx { key, power, p2p_external } => {
+                let kf = Keyring::open(&home).get(&key)?;
+                let path = home::gentx(&home, &kf, power, &p2p_external)?;
+                print(out, json!({"gentx": path}), || format!("wrote {}", path.display()));
+            }
+            GenesisCmd::Collect { gentx_dir } => {
+                let n = home::collect(&home, gentx_dir.as_deref())?;
+                print(out, json!({"validators": n}), || format!("genesis has {n} validators"));
+            }
+        },
+        Cmd::Tx(TxCmd::Bank(BankTx::Send { from, to, amount, flags })) => {
+            let _ = flags.yes;
+            let node = Node::connect(&flags.node.node)?;
+            let key = Keyring::open(&home).get(&from)?;
+            let to = magnet_chain::auth::validate_address(&to)?;
+            let coins = parse_coins_arg(&amount)?;
+            let fee = match &flags.fees {
+                Some(f) => {
+                    let c = parse_coins_arg(f)?;
+                    match c.as_slice() {
+                        [(d, a)] if d == magnet_chain::params::BOND_DENOM => *a,
+                        _ => bail!("expected --fees in umag, got {f}"),
+                    }
+                }
+                None => magnet_chain::params::ChainParams::default().required_fee(flags.gas),
+            };
+            let mut signer = node.signer_for(key.signing_key()?, flags.chain_id.as_deref()).await?;
+            let tx = signer.sign_send(&to, &coins, &flags.memo, GasSettings { gas_limit: flags.gas, fee })?;
+            let r = node.broadcast(tx).await?;
+            if r.code != 0 {
+                print(out, json!(r), || format!("rejected: code {} ({}): {}", r.code, r.codespace, r.log));
+                std::process::exit(1);
+            }
+            if flags.no_wait {
+                print(out, json!(r), || format!("txhash: {}", r.txhash));
+            } else {
+                let inc = node.wait_for_tx(&r.txhash, Duration::from_secs(30)).await?;
+                print(out, json!(inc), || format!("txhash: {} height: {} code: {} {}", inc.txhash, inc.height, inc.code, inc.log));
+                if inc.code != 0 {
+                    std::process::exit(1);
+                }
+            }
+        }
+        Cmd::Query(q) => match q {
+            QueryCmd::Bank(BankQuery::Balances { address, node }) => {
+                let addr = resolve_address(&home, &address)?;
+                let n = Node::connect(&node.node)?;
+                let bals = n.balances(&addr).await?;
+                let v: Vec<_> = bals.iter().map(|(d, a)| json!({"denom": d, "amount": a.to_string()})).collect();
+                print(out, json!({"balances": v}), || {
+                    if bals.is_empty() { "balances: []".into() } else { bals.iter().map(|(d, a)| format!("{a}{d}")).collect::<Vec<_>>().join("\n") }
+                });
+            }
+            QueryCmd::Bank(BankQuery::Total { node }) => {
+                let n = Node::connect(&node.node)?;
+                let v = n.abci_query(magnet_chain::query::PATH_TOTAL_SUPPLY, &cosmrs::proto::cosmos::bank::v1beta1::QueryTotalSupplyRequest { pagination: None }).await?;
+                let resp: cosmrs::proto::cosmos::bank::v1beta1::QueryTotalSupplyResponse = magnet_chain::app::decode_msg(&v)?;
+                let s: Vec<_> = resp.supply.iter().map(|c| json!({"denom": c.denom, "amount": c.amount})).collect();
+                print(out, json!({"supply": s}), || resp.supply.iter().map(|c| format!("{}{}", c.amount, c.denom)).collect::<Vec<_>>().join("\n"));
+            }
+            QueryCmd::Account { address, node } => {
+                let addr = resolve_address(&home, &address)?;
+                let n = Node::connect(&node.node)?;
+                let acc = n.account(&addr).await?.ok_or_else(|| anyhow!("account {addr} not found"))?;
+                let pk = acc.pub_key.as_ref().map(|a| hex::encode(&a.value));
+                print(out, json!({"address": acc.address, "account_number": acc.account_number.to_string(), "sequence": acc.sequence.to_string(), "pub_key": pk}), || {
+                    format!("address: {}\naccount_number: {}\nsequence: {}", acc.address, acc.account_number, acc.sequence)
+                });
+            }
+            QueryCmd::Tx { hash, node } => {
+                let n = Node::connect(&node.node)?;
+                let inc = n.wait_for_tx(&hash, Duration::from_secs(0)).await?;
+                print(out, json!(inc), || format!("height: {} code: {} {}", inc.height, inc.code, inc.log));
+            }
+            QueryCmd::Store { key, prove, node } => {
+                let n = Node::connect(&node.node)?;
+                let r = n.rpc.abci_query(Some(magnet_chain::query::PATH_STORE.into()), key.as_bytes().to_vec(), None, prove).await?;
+                let ops = r.proof.as_ref().map(|p| p.ops.iter().map(|o| json!({"type": o.field_type, "key": hex::encode(&o.key), "data": hex::encode(&o.data)})).collect::<Vec<_>>());
+                print(out, json!({"key": key, "value": hex::encode(&r.value), "height": r.height.value(), "proof": ops}), || {
+                    format!("height: {}\nvalue: {}\nproof ops: {}", r.height.value(), hex::encode(&r.value), ops.as_ref().map(|o| o.len()).unwrap_or(0))
+                });
+            }
+        },
+        Cmd::Export => {
+            let v = home::export(&home).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Cmd::Status { node } => {
+            let n = Node::connect(&node.node)?;
+            let st = tendermint_rpc::Client::status(&n.rpc).await?;
+            let v = json!({
+                "node_id": st.node_info.id.to_string(),
+                "moniker": st.node_info.moniker.to_string(),
+                "network": st.node_info.network.to_string(),
+                "latest_block_height": st.sync_info.latest_block_height.value().to_string(),
+                "latest_app_hash": hex::encode(st.sync_info.latest_app_hash.as_bytes()),
+                "catching_up": st.sync_info.catching_up,
+            });
+            print(out, v.clone(), || serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        Cmd::Bench(args) => bench::run(args, &home, out == Output::Json).await?,
+    }
+    Ok(())
+}

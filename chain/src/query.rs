@@ -1,0 +1,182 @@
+//! ABCI queries. Paths follow the Cosmos SDK gRPC-over-ABCI convention
+//! (`/cosmos.bank.v1beta1.Query/AllBalances`, proto request in `data`), so any
+//! Cosmos client can read balances and accounts; `/store` returns a raw value with
+//! an ICS23 proof against the app hash.
+
+use cnidarium::{Snapshot, StateRead, Storage};
+use cosmrs::proto::cosmos::auth::v1beta1::{BaseAccount, QueryAccountRequest, QueryAccountResponse};
+use cosmrs::proto::cosmos::bank::v1beta1::{
+    QueryAllBalancesRequest, QueryAllBalancesResponse, QueryBalanceRequest, QueryBalanceResponse,
+    QuerySupplyOfRequest, QuerySupplyOfResponse, QueryTotalSupplyRequest, QueryTotalSupplyResponse,
+};
+use cosmrs::proto::cosmos::base::v1beta1::Coin;
+use cosmrs::proto::cosmos::crypto::secp256k1::PubKey as ProtoPubKey;
+use prost::{Message, Name};
+use tendermint::merkle::proof::{ProofOp, ProofOps};
+use tendermint::v0_38::abci::{request, response};
+
+use crate::app::App;
+use crate::error::TxError;
+use crate::{auth, bank};
+
+pub const PATH_ACCOUNT: &str = "/cosmos.auth.v1beta1.Query/Account";
+pub const PATH_ALL_BALANCES: &str = "/cosmos.bank.v1beta1.Query/AllBalances";
+pub const PATH_BALANCE: &str = "/cosmos.bank.v1beta1.Query/Balance";
+pub const PATH_TOTAL_SUPPLY: &str = "/cosmos.bank.v1beta1.Query/TotalSupply";
+pub const PATH_SUPPLY_OF: &str = "/cosmos.bank.v1beta1.Query/SupplyOf";
+pub const PATH_PARAMS: &str = "/magnet.chain.v1.Query/Params";
+pub const PATH_STORE: &str = "/store";
+/// ProofOp type of a JMT ICS23 commitment proof.
+pub const PROOF_OP_TYPE: &str = "ics23:jmt";
+
+/// Code for "not found", as the Cosmos SDK's `ErrKeyNotFound`.
+pub const CODE_NOT_FOUND: u32 = 38;
+
+fn coin(denom: String, amount: u128) -> Coin {
+    Coin { denom, amount: amount.to_string() }
+}
+
+fn decode_req<M: Message + Default + Name>(data: &[u8]) -> Result<M, response::Query> {
+    M::decode(data).map_err(|e| {
+        App::query_error(2, format!("expected a {} in query data: {e}", M::full_name()))
+    })
+}
+
+fn from_tx_err(e: TxError) -> response::Query {
+    App::query_error(e.code(), e.to_string())
+}
+
+pub async fn handle(storage: &Storage, req: request::Query) -> response::Query {
+    let latest = storage.latest_version();
+    if latest == u64::MAX {
+        return App::query_error(18, "no state yet: genesis has not been committed".into());
+    }
+    let requested = req.height.value();
+    let snapshot = if requested == 0 || requested == latest {
+        storage.latest_snapshot()
+    } else {
+        match storage.snapshot(requested) {
+            Some(s) => s,
+            None => {
+                return App::query_error(
+                    18,
+                    format!("expected a height among recent committed versions (latest {latest}), got {requested}"),
+                )
+            }
+        }
+    };
+    let height = snapshot.version();
+    let result = route(&snapshot, &req).await;
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(r) => r,
+    };
+    resp.height = height.try_into().unwrap_or_default();
+    resp
+}
+
+async fn route(s: &Snapshot, req: &request::Query) -> Result<response::Query, response::Query> {
+    let value = match req.path.as_str() {
+        PATH_ACCOUNT => {
+            let r: QueryAccountRequest = decode_req(&req.data)?;
+            let addr = auth::validate_address(&r.address).map_err(from_tx_err)?;
+            let acc = auth::account(s, &addr).await.map_err(from_tx_err)?.ok_or_else(|| {
+                App::query_error(CODE_NOT_FOUND, format!("account {addr} not found"))
+            })?;
+            let pub_key = if acc.pub_key.is_empty() {
+                None
+            } else {
+                Some(cosmrs::Any {
+                    type_url: crate::tx::SECP256K1_PUBKEY_TYPE_URL.into(),
+                    value: ProtoPubKey { key: acc.pub_key.clone() }.encode_to_vec(),
+                })
+            };
+            let base = BaseAccount {
+                address: acc.address,
+                pub_key,
+                account_number: acc.account_number,
+                sequence: acc.sequence,
+            };
+            QueryAccountResponse {
+                account: Some(cosmrs::Any { type_url: BaseAccount::type_url(), value: base.encode_to_vec() }),
+            }
+            .encode_to_vec()
+        }
+        PATH_ALL_BALANCES => {
+            let r: QueryAllBalancesRequest = decode_req(&req.data)?;
+            let addr = auth::validate_address(&r.address).map_err(from_tx_err)?;
+            let balances = bank::all_balances(s, &addr).await.map_err(from_tx_err)?;
+            QueryAllBalancesResponse {
+                balances: balances.into_iter().map(|(d, a)| coin(d, a)).collect(),
+                pagination: None,
+            }
+            .encode_to_vec()
+        }
+        PATH_BALANCE => {
+            let r: QueryBalanceRequest = decode_req(&req.data)?;
+            let addr = auth::validate_address(&r.address).map_err(from_tx_err)?;
+            bank::validate_denom(&r.denom).map_err(|e| App::query_error(10, e))?;
+            let amount = bank::balance(s, &addr, &r.denom).await.map_err(from_tx_err)?;
+            QueryBalanceResponse { balance: Some(coin(r.denom, amount)) }.encode_to_vec()
+        }
+        PATH_TOTAL_SUPPLY => {
+            let _: QueryTotalSupplyRequest = decode_req(&req.data)?;
+            let supply = bank::all_supply(s).await.map_err(from_tx_err)?;
+            QueryTotalSupplyResponse {
+                supply: supply.into_iter().map(|(d, a)| coin(d, a)).collect(),
+                pagination: None,
+            }
+            .encode_to_vec()
+        }
+        PATH_SUPPLY_OF => {
+            let r: QuerySupplyOfRequest = decode_req(&req.data)?;
+            bank::validate_denom(&r.denom).map_err(|e| App::query_error(10, e))?;
+            let amount = bank::supply(s, &r.denom).await.map_err(from_tx_err)?;
+            QuerySupplyOfResponse { amount: Some(coin(r.denom, amount)) }.encode_to_vec()
+        }
+        PATH_PARAMS => {
+            let p = App::params(s).await.map_err(from_tx_err)?;
+            serde_json::to_vec(&p).map_err(|e| App::query_error(1, e.to_string()))?
+        }
+        PATH_STORE => {
+            if req.data.is_empty() {
+                return Err(App::query_error(18, "expected a store key in query data, got none".into()));
+            }
+            let (value, proof) = if req.prove {
+                let (v, p) = s
+                    .get_with_proof(req.data.to_vec())
+                    .await
+                    .map_err(|e| App::query_error(1, format!("{e:#}")))?;
+                let ops = p
+                    .proofs
+                    .iter()
+                    .map(|cp| ProofOp {
+                        field_type: PROOF_OP_TYPE.into(),
+                        key: req.data.to_vec(),
+                        data: cp.encode_to_vec(),
+                    })
+                    .collect();
+                (v, Some(ProofOps { ops }))
+            } else {
+                let key = String::from_utf8(req.data.to_vec())
+                    .map_err(|_| App::query_error(18, "expected a utf-8 store key".into()))?;
+                (s.get_raw(&key).await.map_err(|e| App::query_error(1, format!("{e:#}")))?, None)
+            };
+            return Ok(response::Query {
+                key: req.data.clone(),
+                value: value.unwrap_or_default().into(),
+                proof,
+                ..Default::default()
+            });
+        }
+        other => {
+            return Err(App::query_error(
+                6,
+                format!(
+                    "unknown query path {other:?}: expected one of {PATH_ACCOUNT}, {PATH_ALL_BALANCES}, {PATH_BALANCE}, {PATH_TOTAL_SUPPLY}, {PATH_SUPPLY_OF}, {PATH_PARAMS}, {PATH_STORE}"
+                ),
+            ))
+        }
+    };
+    Ok(response::Query { value: value.into(), ..Default::default() })
+}

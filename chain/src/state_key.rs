@@ -1,0 +1,51 @@
+//! Every key the chain writes, in one place. Keys are a public API: proofs,
+//! exports and external readers depend on them, so they never change shape.
+
+pub mod chain {
+    pub fn chain_id() -> &'static str {
+        "chain/chain_id"
+    }
+    pub fn params() -> &'static str {
+        "chain/params"
+    }
+    pub fn block_height() -> &'static str {
+        "chain/block_height"
+    }
+    pub fn block_time() -> &'static str {
+        "chain/block_time"
+    }
+    pub fn validators() -> &'static str {
+        "chain/validators"
+    }
+}
+
+pub mod auth {
+    pub fn account_prefix() -> &'static str {
+        "auth/account/"
+    }
+    pub fn account(address: &str) -> String {
+        format!("auth/account/{address}")
+    }
+    pub fn next_account_number() -> &'static str {
+        "auth/next_account_number"
+    }
+}
+
+pub mod bank {
+    pub fn balance_prefix() -> &'static str {
+        "bank/balance/"
+    }
+    /// All balances of one address share a prefix, so `AllBalances` is one prefix scan.
+    pub fn balances_of(address: &str) -> String {
+        format!("bank/balance/{address}/")
+    }
+    pub fn balance(address: &str, denom: &str) -> String {
+        format!("bank/balance/{address}/{denom}")
+    }
+    pub fn supply_prefix() -> &'static str {
+        "bank/supply/"
+    }
+    pub fn supply(denom: &str) -> String {
+        format!("bank/supply/{denom}")
+    }
+}

@@ -1,0 +1,353 @@
+//! Transaction pipeline: Cosmos SDK `TxRaw` decoding, stateless checks, and
+//! execution (signature, account number, sequence, fee, messages) against a state.
+//!
+//! Validation runs in two phases, as in Penumbra's actions: `decode` needs no state
+//! (size, encoding, signer shape, fee vs. gas, message syntax) and is what
+//! Prepare/ProcessProposal use; `execute` checks against the state and writes.
+//! A tx that fails anywhere changes nothing: callers run it in a forked delta and
+//! apply the delta only on success.
+
+use std::collections::BTreeMap;
+
+use cnidarium::{StateRead, StateWrite};
+use cosmrs::proto::cosmos::bank::v1beta1::MsgSend;
+use cosmrs::proto::cosmos::crypto::secp256k1::PubKey as ProtoPubKey;
+use cosmrs::proto::cosmos::tx::signing::v1beta1::SignMode;
+use cosmrs::proto::cosmos::tx::v1beta1::{mode_info, AuthInfo, SignDoc, TxBody, TxRaw};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tendermint::abci::{Event, EventAttributeIndexExt};
+
+use crate::error::{TxError, TxResult};
+use crate::params::ChainParams;
+use crate::{auth, bank};
+
+pub const MSG_SEND_TYPE_URL: &str = "/cosmos.bank.v1beta1.MsgSend";
+pub const SECP256K1_PUBKEY_TYPE_URL: &str = "/cosmos.crypto.secp256k1.PubKey";
+
+/// Name of the module account that collects fees.
+pub const FEE_COLLECTOR: &str = "fee_collector";
+
+/// A message the chain knows how to execute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    Send {
+        from: String,
+        to: String,
+        coins: BTreeMap<String, u128>,
+    },
+}
+
+/// A tx that passed every stateless check.
+#[derive(Debug, Clone)]
+pub struct DecodedTx {
+    /// SHA-256 of the raw bytes: the hash CometBFT indexes the tx under.
+    pub hash: [u8; 32],
+    pub body_bytes: Vec<u8>,
+    pub auth_info_bytes: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub signer: String,
+    pub signer_pub_key: Vec<u8>,
+    pub sequence: u64,
+    pub gas_limit: u64,
+    pub gas_used: u64,
+    pub fee: u128,
+    pub timeout_height: u64,
+    pub msgs: Vec<Msg>,
+}
+
+fn decode_proto<M: Message + Default>(what: &str, bytes: &[u8]) -> TxResult<M> {
+    M::decode(bytes).map_err(|e| TxError::Decode(format!("expected a valid {what}: {e}")))
+}
+
+/// Stateless decoding and checks.
+pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
+    let max = usize::try_from(params.max_tx_bytes).unwrap_or(usize::MAX);
+    if raw.len() > max {
+        return Err(TxError::TxTooLarge(format!(
+            "expected at most {max} bytes, got {}",
+            raw.len()
+        )));
+    }
+    if raw.is_empty() {
+        return Err(TxError::Decode("expected a TxRaw, got 0 bytes".into()));
+    }
+    let tx_raw: TxRaw = decode_proto("cosmos.tx.v1beta1.TxRaw", raw)?;
+    let body: TxBody = decode_proto("cosmos.tx.v1beta1.TxBody", &tx_raw.body_bytes)?;
+    let auth_info: AuthInfo = decode_proto("cosmos.tx.v1beta1.AuthInfo", &tx_raw.auth_info_bytes)?;
+
+    // Exactly one signer, signing in SIGN_MODE_DIRECT with a secp256k1 key.
+    let signature = match tx_raw.signatures.as_slice() {
+        [] => return Err(TxError::NoSignatures("expected 1 signature, got 0".into())),
+        [sig] if sig.is_empty() => {
+            return Err(TxError::NoSignatures(
+                "expected a 64-byte signature, got an empty one".into(),
+            ))
+        }
+        [sig] => sig.clone(),
+        sigs => {
+            return Err(TxError::Unauthorized(format!(
+                "expected 1 signature, got {}",
+                sigs.len()
+            )))
+        }
+    };
+    let signer_info = match auth_info.signer_infos.as_slice() {
+        [one] => one,
+        infos => {
+            return Err(TxError::Unauthorized(format!(
+                "expected 1 signer info, got {}",
+                infos.len()
+            )))
+        }
+    };
+    let any_pk = signer_info.public_key.as_ref().ok_or_else(|| {
+        TxError::InvalidPubKey("expected the signer's public key in signer_info, got none".into())
+    })?;
+    if any_pk.type_url != SECP256K1_PUBKEY_TYPE_URL {
+        return Err(TxError::InvalidPubKey(format!(
+            "expected key type {SECP256K1_PUBKEY_TYPE_URL}, got {:?}",
+            any_pk.type_url
+        )));
+    }
+    let pk: ProtoPubKey = decode_proto("cosmos.crypto.secp256k1.PubKey", &any_pk.value)?;
+    if pk.key.len() != 33 {
+        return Err(TxError::InvalidPubKey(format!(
+            "expected a 33-byte compressed key, got {} bytes",
+            pk.key.len()
+        )));
+    }
+    let signer = auth::address_of(&pk.key)?;
+    let mode = match signer_info.mode_info.as_ref().and_then(|m| m.sum.as_ref()) {
+        Some(mode_info::Sum::Single(single)) => single.mode,
+        Some(mode_info::Sum::Multi(_)) => {
+            return Err(TxError::Unauthorized(
+                "expected a single-key signer, got a multisig mode".into(),
+            ))
+        }
+        None => {
+            return Err(TxError::Unauthorized(
+                "expected mode_info SIGN_MODE_DIRECT, got none".into(),
+            ))
+        }
+    };
+    if mode != SignMode::Direct as i32 {
+        return Err(TxError::Unauthorized(format!(
+            "expected SIGN_MODE_DIRECT ({}), got sign mode {mode}",
+            SignMode::Direct as i32
+        )));
+    }
+
+    // Fee and gas.
+    let fee = auth_info
+        .fee
+        .as_ref()
+        .ok_or_else(|| TxError::InsufficientFee("expected a fee, got none".into()))?;
+    if !fee.payer.is_empty() || !fee.granter.is_empty() {
+        return Err(TxError::InvalidRequest(format!(
+            "expected no fee payer or granter, got payer {:?} granter {:?}",
+            fee.payer, fee.granter
+        )));
+    }
+    if fee.gas_limit == 0 || fee.gas_limit > params.max_gas_per_tx {
+        return Err(TxError::InvalidGasLimit(format!(
+            "expected a gas limit in [1, {}], got {}",
+            params.max_gas_per_tx, fee.gas_limit
+        )));
+    }
+    let mut fee_amount = 0u128;
+    for coin in &fee.amount {
+        if coin.denom != params.fee_denom {
+            return Err(TxError::InsufficientFee(format!(
+                "expected fees in {}, got {:?}",
+                params.fee_denom, coin.denom
+            )));
+        }
+        let a = bank::parse_amount(&coin.amount)?;
+        fee_amount = fee_amount
+            .checked_add(a)
+            .ok_or_else(|| TxError::Overflow("fee sum exceeds 2^128-1".into()))?;
+    }
+
+    // Body.
+    if body.messages.is_empty() {
+        return Err(TxError::InvalidRequest("expected at least 1 message, got 0".into()));
+    }
+    let max_msgs = usize::try_from(params.max_msgs_per_tx).unwrap_or(usize::MAX);
+    if body.messages.len() > max_msgs {
+        return Err(TxError::TooManyMessages(format!(
+            "expected at most {max_msgs} messages, got {}",
+            body.messages.len()
+        )));
+    }
+    let max_memo = usize::try_from(params.max_memo_bytes).unwrap_or(usize::MAX);
+    if body.memo.len() > max_memo {
+        return Err(TxError::InvalidRequest(format!(
+            "expected a memo of at most {max_memo} bytes, got {}",
+            body.memo.len()
+        )));
+    }
+    if let Some(ext) = body.extension_options.first() {
+        return Err(TxError::UnknownRequest(format!(
+            "expected no extension options, got {:?}",
+            ext.type_url
+        )));
+    }
+    let mut msgs = Vec::with_capacity(body.messages.len());
+    for any in &body.messages {
+        match any.type_url.as_str() {
+            MSG_SEND_TYPE_URL => {
+                let m: MsgSend = decode_proto("cosmos.bank.v1beta1.MsgSend", &any.value)?;
+                let from = auth::validate_address(&m.from_address)?;
+                let to = auth::validate_address(&m.to_address)?;
+                if from != signer {
+                    return Err(TxError::Unauthorized(format!(
+                        "MsgSend from_address must be the signer: expected {signer}, got {from}"
+                    )));
+                }
+                let coins = bank::parse_coins(&m.amount)?;
+                msgs.push(Msg::Send { from, to, coins });
+            }
+            other => {
+                return Err(TxError::UnknownRequest(format!(
+                    "expected a message type in [{MSG_SEND_TYPE_URL}], got {other:?}"
+                )))
+            }
+        }
+    }
+
+    let gas_used = params.gas_used(raw.len(), msgs.len());
+    if gas_used > fee.gas_limit {
+        return Err(TxError::OutOfGas(format!(
+            "expected gas limit >= {gas_used}, got {}",
+            fee.gas_limit
+        )));
+    }
+    let required = params.required_fee(fee.gas_limit);
+    if fee_amount < required {
+        return Err(TxError::InsufficientFee(format!(
+            "expected at least {required}{} for gas limit {}, got {fee_amount}{}",
+            params.fee_denom, fee.gas_limit, params.fee_denom
+        )));
+    }
+
+    Ok(DecodedTx {
+        hash: Sha256::digest(raw).into(),
+        body_bytes: tx_raw.body_bytes,
+        auth_info_bytes: tx_raw.auth_info_bytes,
+        signature,
+        signer,
+        signer_pub_key: pk.key,
+        sequence: signer_info.sequence,
+        gas_limit: fee.gas_limit,
+        gas_used,
+        fee: fee_amount,
+        timeout_height: body.timeout_height,
+        msgs,
+    })
+}
+
+/// Executes a decoded tx: replay protection (chain-id, account number, sequence),
+/// signature, fee, then messages. Returns the tx's events.
+pub async fn execute<S: StateRead + StateWrite>(
+    state: &mut S,
+    tx: &DecodedTx,
+    chain_id: &str,
+    height: u64,
+    params: &ChainParams,
+) -> TxResult<Vec<Event>> {
+    if tx.timeout_height != 0 && height > tx.timeout_height {
+        return Err(TxError::TxTimeoutHeight(format!(
+            "expected block height <= timeout height {}, got {height}",
+            tx.timeout_height
+        )));
+    }
+    let mut acc = auth::account(state, &tx.signer).await?.ok_or_else(|| {
+        TxError::UnknownAddress(format!(
+            "account {} does not exist: expected it to have received funds first",
+            tx.signer
+        ))
+    })?;
+    if !acc.pub_key.is_empty() && acc.pub_key != tx.signer_pub_key {
+        return Err(TxError::InvalidPubKey(format!(
+            "expected the key on file {}, got {}",
+            hex::encode(&acc.pub_key),
+            hex::encode(&tx.signer_pub_key)
+        )));
+    }
+    if tx.sequence != acc.sequence {
+        return Err(TxError::WrongSequence(format!(
+            "account sequence mismatch, expected {}, got {}",
+            acc.sequence, tx.sequence
+        )));
+    }
+    // The sign doc binds chain-id and account number: a tx signed for another chain,
+    // or for an account that was re-created, fails here.
+    let sign_doc = SignDoc {
+        body_bytes: tx.body_bytes.clone(),
+        auth_info_bytes: tx.auth_info_bytes.clone(),
+        chain_id: chain_id.to_string(),
+        account_number: acc.account_number,
+    };
+    auth::verify_signature(&tx.signer_pub_key, &sign_doc.encode_to_vec(), &tx.signature)?;
+
+    let mut events = Vec::new();
+    if tx.fee > 0 {
+        let collector = auth::module_address(FEE_COLLECTOR);
+        bank::transfer(state, &tx.signer, &collector, &params.fee_denom, tx.fee)
+            .await
+            .map_err(|e| match e {
+                TxError::InsufficientFunds(m) => {
+                    TxError::InsufficientFunds(format!("cannot pay fee: {m}"))
+                }
+                other => other,
+            })?;
+        events.push(Event::new(
+            "tx",
+            [
+                ("fee", format!("{}{}", tx.fee, params.fee_denom)).index(),
+                ("fee_payer", tx.signer.clone()).index(),
+            ],
+        ));
+    }
+    acc.sequence = acc
+        .sequence
+        .checked_add(1)
+        .ok_or_else(|| TxError::Overflow("sequence exhausted".into()))?;
+    acc.pub_key = tx.signer_pub_key.clone();
+    auth::put_account(state, &acc);
+    events.push(Event::new(
+        "tx",
+        [("acc_seq", format!("{}/{}", tx.signer, tx.sequence)).index()],
+    ));
+
+    for msg in &tx.msgs {
+        match msg {
+            Msg::Send { from, to, coins } => {
+                auth::ensure_account(state, to).await?;
+                let mut amount_str = Vec::new();
+                for (denom, amount) in coins {
+                    bank::transfer(state, from, to, denom, *amount).await?;
+                    amount_str.push(format!("{amount}{denom}"));
+                }
+                events.push(Event::new(
+                    "message",
+                    [
+                        ("action", MSG_SEND_TYPE_URL.to_string()).index(),
+                        ("sender", from.clone()).index(),
+                        ("module", "bank".to_string()).index(),
+                    ],
+                ));
+                events.push(Event::new(
+                    "transfer",
+                    [
+                        ("recipient", to.clone()).index(),
+                        ("sender", from.clone()).index(),
+                        ("amount", amount_str.join(",")).index(),
+                    ],
+                ));
+            }
+        }
+    }
+    Ok(events)
+}
