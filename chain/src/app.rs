@@ -92,9 +92,10 @@ impl App {
         Ok(self.storage.latest_snapshot().root_hash().await?.0.to_vec())
     }
 
+    /// Aborts at the first block at or after the fault height that reaches `point`.
     fn maybe_crash(&self, point: FaultPoint, height: u64) {
         if let Some(f) = self.fault {
-            if f.point == point && f.height == height {
+            if f.point == point && height >= f.height {
                 tracing::error!(?point, height, "MAGNETD_FAULT: aborting on purpose");
                 std::process::abort();
             }
@@ -292,7 +293,7 @@ impl App {
         *self.pending.get_mut().map_err(|_| anyhow::anyhow!("pending lock poisoned"))? = Some(staged);
         self.maybe_crash(FaultPoint::BeforeCommit, height);
         Ok(response::FinalizeBlock {
-            events: vec![Event::new("block", [("height", height.to_string()).index()])],
+            events: vec![Event::new("magnet_block", [("txs", req.txs.len().to_string()).index()])],
             tx_results,
             validator_updates: vec![],
             consensus_param_updates: None,

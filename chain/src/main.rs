@@ -384,7 +384,11 @@ async fn run(cli: Cli) -> Result<()> {
                 let addr = resolve_address(&home, &address)?;
                 let n = Node::connect(&node.node)?;
                 let acc = n.account(&addr).await?.ok_or_else(|| anyhow!("account {addr} not found"))?;
-                let pk = acc.pub_key.as_ref().map(|a| hex::encode(&a.value));
+                let pk = acc
+                    .pub_key
+                    .as_ref()
+                    .and_then(|a| <cosmrs::proto::cosmos::crypto::secp256k1::PubKey as prost::Message>::decode(a.value.as_slice()).ok())
+                    .map(|k| hex::encode(k.key));
                 print(out, json!({"address": acc.address, "account_number": acc.account_number.to_string(), "sequence": acc.sequence.to_string(), "pub_key": pk}), || {
                     format!("address: {}\naccount_number: {}\nsequence: {}", acc.address, acc.account_number, acc.sequence)
                 });
