@@ -44,7 +44,10 @@ impl Fault {
             "before-commit" => FaultPoint::BeforeCommit,
             _ => return None,
         };
-        Some(Fault { point, height: h.parse().ok()? })
+        Some(Fault {
+            point,
+            height: h.parse().ok()?,
+        })
     }
 }
 
@@ -70,7 +73,12 @@ fn tx_error_result(e: &TxError) -> ExecTxResult {
 impl App {
     pub fn new(storage: Storage) -> Self {
         let mempool = StateDelta::new(storage.latest_snapshot());
-        App { storage, pending: std::sync::Mutex::new(None), mempool, fault: Fault::from_env() }
+        App {
+            storage,
+            pending: std::sync::Mutex::new(None),
+            mempool,
+            fault: Fault::from_env(),
+        }
     }
 
     pub fn storage(&self) -> &Storage {
@@ -112,7 +120,10 @@ impl App {
         })
     }
 
-    pub async fn init_chain(&mut self, req: request::InitChain) -> anyhow::Result<response::InitChain> {
+    pub async fn init_chain(
+        &mut self,
+        req: request::InitChain,
+    ) -> anyhow::Result<response::InitChain> {
         if self.storage.latest_version() != PRE_GENESIS {
             // CometBFT calls InitChain again if it crashed before block 1; genesis is
             // already committed (version 0), so answer with the same hash.
@@ -129,11 +140,19 @@ impl App {
             serde_json::from_slice(&req.app_state_bytes)
                 .map_err(|e| anyhow::anyhow!("invalid app_state in genesis: {e}"))?
         };
-        genesis.validate().map_err(|e| anyhow::anyhow!("invalid genesis: {e}"))?;
+        genesis
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid genesis: {e}"))?;
 
         let mut delta = StateDelta::new(self.storage.latest_snapshot());
-        delta.put_raw(state_key::chain::chain_id().into(), req.chain_id.clone().into_bytes());
-        delta.put_raw(state_key::chain::params().into(), serde_json::to_vec(&genesis.params)?);
+        delta.put_raw(
+            state_key::chain::chain_id().into(),
+            req.chain_id.clone().into_bytes(),
+        );
+        delta.put_raw(
+            state_key::chain::params().into(),
+            serde_json::to_vec(&genesis.params)?,
+        );
         for acc in &genesis.accounts {
             auth::ensure_account(&mut delta, &acc.address).await?;
             for c in &acc.coins {
@@ -164,9 +183,10 @@ impl App {
     }
 
     pub async fn chain_id<S: StateRead>(state: &S) -> TxResult<String> {
-        let raw = state.get_raw(state_key::chain::chain_id()).await?.ok_or_else(|| {
-            TxError::Internal("chain id missing: genesis not initialised".into())
-        })?;
+        let raw = state
+            .get_raw(state_key::chain::chain_id())
+            .await?
+            .ok_or_else(|| TxError::Internal("chain id missing: genesis not initialised".into()))?;
         String::from_utf8(raw).map_err(|_| TxError::Internal("chain id is not utf-8".into()))
     }
 
@@ -203,15 +223,23 @@ impl App {
     }
 
     /// Picks mempool txs that decode and fit the byte and gas budgets, in mempool order.
-    pub async fn prepare_proposal(&self, req: request::PrepareProposal) -> anyhow::Result<response::PrepareProposal> {
+    pub async fn prepare_proposal(
+        &self,
+        req: request::PrepareProposal,
+    ) -> anyhow::Result<response::PrepareProposal> {
         let params = Self::params(&self.storage.latest_snapshot()).await?;
         let max_bytes = u64::try_from(req.max_tx_bytes).unwrap_or(0);
         let (mut bytes, mut gas) = (0u64, 0u64);
         let mut txs = Vec::new();
         for raw in req.txs {
-            let Ok(decoded) = tx::decode(&raw, &params) else { continue };
+            let Ok(decoded) = tx::decode(&raw, &params) else {
+                continue;
+            };
             let len = u64::try_from(raw.len()).unwrap_or(u64::MAX);
-            let (Some(nb), Some(ng)) = (bytes.checked_add(len), gas.checked_add(decoded.gas_limit)) else { break };
+            let (Some(nb), Some(ng)) = (bytes.checked_add(len), gas.checked_add(decoded.gas_limit))
+            else {
+                break;
+            };
             if nb > max_bytes || ng > params.max_gas_per_block {
                 continue;
             }
@@ -223,7 +251,10 @@ impl App {
     }
 
     /// Rejects proposals an honest PrepareProposal would never build.
-    pub async fn process_proposal(&self, req: request::ProcessProposal) -> anyhow::Result<response::ProcessProposal> {
+    pub async fn process_proposal(
+        &self,
+        req: request::ProcessProposal,
+    ) -> anyhow::Result<response::ProcessProposal> {
         let params = Self::params(&self.storage.latest_snapshot()).await?;
         let mut gas = 0u64;
         for raw in &req.txs {
@@ -241,9 +272,15 @@ impl App {
         Ok(response::ProcessProposal::Accept)
     }
 
-    pub async fn finalize_block(&mut self, req: request::FinalizeBlock) -> anyhow::Result<response::FinalizeBlock> {
+    pub async fn finalize_block(
+        &mut self,
+        req: request::FinalizeBlock,
+    ) -> anyhow::Result<response::FinalizeBlock> {
         let height = req.height.value();
-        let expected = self.committed_height().checked_add(1).ok_or_else(|| anyhow::anyhow!("height overflow"))?;
+        let expected = self
+            .committed_height()
+            .checked_add(1)
+            .ok_or_else(|| anyhow::anyhow!("height overflow"))?;
         anyhow::ensure!(
             height == expected,
             "FinalizeBlock for height {height}, expected {expected} (last committed {})",
@@ -252,9 +289,15 @@ impl App {
         let mut delta = StateDelta::new(self.storage.latest_snapshot());
         let params = Self::params(&delta).await?;
         let chain_id = Self::chain_id(&delta).await?;
-        delta.put_raw(state_key::chain::block_height().into(), height.to_be_bytes().to_vec());
+        delta.put_raw(
+            state_key::chain::block_height().into(),
+            height.to_be_bytes().to_vec(),
+        );
         let t = req.time.unix_timestamp_nanos();
-        delta.put_raw(state_key::chain::block_time().into(), t.to_be_bytes().to_vec());
+        delta.put_raw(
+            state_key::chain::block_time().into(),
+            t.to_be_bytes().to_vec(),
+        );
 
         let mut tx_results = Vec::with_capacity(req.txs.len());
         let half = req.txs.len() / 2;
@@ -290,10 +333,16 @@ impl App {
 
         let staged = self.storage.prepare_commit(delta).await?;
         let app_hash = staged.root_hash().0.to_vec();
-        *self.pending.get_mut().map_err(|_| anyhow::anyhow!("pending lock poisoned"))? = Some(staged);
+        *self
+            .pending
+            .get_mut()
+            .map_err(|_| anyhow::anyhow!("pending lock poisoned"))? = Some(staged);
         self.maybe_crash(FaultPoint::BeforeCommit, height);
         Ok(response::FinalizeBlock {
-            events: vec![Event::new("magnet_block", [("txs", req.txs.len().to_string()).index()])],
+            events: vec![Event::new(
+                "magnet_block",
+                [("txs", req.txs.len().to_string()).index()],
+            )],
             tx_results,
             validator_updates: vec![],
             consensus_param_updates: None,
@@ -312,7 +361,10 @@ impl App {
         let root = self.storage.commit_batch(staged)?;
         tracing::debug!(height, app_hash = %hex::encode(root.0), "committed");
         self.reset_mempool();
-        Ok(response::Commit { data: Bytes::new(), retain_height: 0u32.into() })
+        Ok(response::Commit {
+            data: Bytes::new(),
+            retain_height: 0u32.into(),
+        })
     }
 
     pub async fn query(&self, req: request::Query) -> response::Query {
@@ -321,7 +373,12 @@ impl App {
 
     /// Encodes an error the way every query path reports it.
     pub fn query_error(code: u32, log: String) -> response::Query {
-        response::Query { code: Code::from(code), log, codespace: crate::error::CODESPACE.into(), ..Default::default() }
+        response::Query {
+            code: Code::from(code),
+            log,
+            codespace: crate::error::CODESPACE.into(),
+            ..Default::default()
+        }
     }
 }
 

@@ -146,7 +146,12 @@ mod tests {
         let addr = address_of(&sk.verifying_key().to_sec1_bytes()).expect("address");
         assert!(addr.starts_with("magnet1"));
         assert_eq!(validate_address(&addr), Ok(addr.clone()));
-        assert_eq!(validate_address("cosmos1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqnrql8a").unwrap_err().code(), 7);
+        assert_eq!(
+            validate_address("cosmos1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqnrql8a")
+                .unwrap_err()
+                .code(),
+            7
+        );
         assert_eq!(validate_address("not-an-address").unwrap_err().code(), 7);
     }
 }

@@ -171,9 +171,9 @@ pub async fn mint<S: StateRead + StateWrite>(
     })?;
     let bal = balance(state, to, denom).await?;
     // bal <= supply, so this cannot overflow once the supply check passed.
-    let new_bal = bal.checked_add(amount).ok_or_else(|| {
-        TxError::Overflow(format!("balance of {to} overflows"))
-    })?;
+    let new_bal = bal
+        .checked_add(amount)
+        .ok_or_else(|| TxError::Overflow(format!("balance of {to} overflows")))?;
     put_u128(state, state_key::bank::supply(denom), new_sup);
     put_u128(state, state_key::bank::balance(to, denom), new_bal);
     Ok(())

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use cosmrs::bank::MsgSend;
 use cosmrs::crypto::secp256k1::SigningKey;
-use cosmrs::proto::cosmos::auth::v1beta1::{BaseAccount, QueryAccountRequest, QueryAccountResponse};
+use cosmrs::proto::cosmos::auth::v1beta1::{
+    BaseAccount, QueryAccountRequest, QueryAccountResponse,
+};
 use cosmrs::proto::cosmos::bank::v1beta1::{QueryAllBalancesRequest, QueryAllBalancesResponse};
 use cosmrs::tx::{Body, Fee, Msg as _, SignDoc, SignerInfo};
 use cosmrs::{AccountId, Coin, Denom};
@@ -37,11 +39,17 @@ pub struct Keyring {
 
 impl Keyring {
     pub fn open(home: &Path) -> Keyring {
-        Keyring { dir: home.join("keyring-test") }
+        Keyring {
+            dir: home.join("keyring-test"),
+        }
     }
 
     fn path(&self, name: &str) -> Result<PathBuf> {
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             bail!("key name must be non-empty [A-Za-z0-9_-], got {name:?}");
         }
         Ok(self.dir.join(format!("{name}.json")))
@@ -121,38 +129,88 @@ pub struct GasSettings {
 impl Default for GasSettings {
     fn default() -> Self {
         let gas_limit = 100_000;
-        GasSettings { gas_limit, fee: ChainParams::default().required_fee(gas_limit) }
+        GasSettings {
+            gas_limit,
+            fee: ChainParams::default().required_fee(gas_limit),
+        }
     }
 }
 
 impl TxSigner {
-    pub fn new(key: SigningKey, chain_id: &str, account_number: u64, sequence: u64) -> Result<Self> {
-        let address = key.public_key().account_id(ADDRESS_PREFIX).map_err(|e| anyhow!("{e}"))?;
-        Ok(TxSigner { key, address, account_number, sequence, chain_id: chain_id.to_string() })
+    pub fn new(
+        key: SigningKey,
+        chain_id: &str,
+        account_number: u64,
+        sequence: u64,
+    ) -> Result<Self> {
+        let address = key
+            .public_key()
+            .account_id(ADDRESS_PREFIX)
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(TxSigner {
+            key,
+            address,
+            account_number,
+            sequence,
+            chain_id: chain_id.to_string(),
+        })
     }
 
     /// Signs arbitrary messages at the current sequence and advances it.
-    pub fn sign_msgs(&mut self, msgs: Vec<cosmrs::Any>, memo: &str, gas: GasSettings) -> Result<Vec<u8>> {
+    pub fn sign_msgs(
+        &mut self,
+        msgs: Vec<cosmrs::Any>,
+        memo: &str,
+        gas: GasSettings,
+    ) -> Result<Vec<u8>> {
         let body = Body::new(msgs, memo, 0u32);
         let fee = Fee::from_amount_and_gas(
-            Coin { denom: BOND_DENOM.parse::<Denom>().map_err(|e| anyhow!("{e}"))?, amount: gas.fee },
+            Coin {
+                denom: BOND_DENOM.parse::<Denom>().map_err(|e| anyhow!("{e}"))?,
+                amount: gas.fee,
+            },
             gas.gas_limit,
         );
-        let auth_info = SignerInfo::single_direct(Some(self.key.public_key()), self.sequence).auth_info(fee);
-        let chain_id = self.chain_id.parse().map_err(|e| anyhow!("invalid chain id: {e}"))?;
-        let doc = SignDoc::new(&body, &auth_info, &chain_id, self.account_number).map_err(|e| anyhow!("{e}"))?;
+        let auth_info =
+            SignerInfo::single_direct(Some(self.key.public_key()), self.sequence).auth_info(fee);
+        let chain_id = self
+            .chain_id
+            .parse()
+            .map_err(|e| anyhow!("invalid chain id: {e}"))?;
+        let doc = SignDoc::new(&body, &auth_info, &chain_id, self.account_number)
+            .map_err(|e| anyhow!("{e}"))?;
         let raw = doc.sign(&self.key).map_err(|e| anyhow!("{e}"))?;
-        self.sequence = self.sequence.checked_add(1).ok_or_else(|| anyhow!("sequence overflow"))?;
+        self.sequence = self
+            .sequence
+            .checked_add(1)
+            .ok_or_else(|| anyhow!("sequence overflow"))?;
         raw.to_bytes().map_err(|e| anyhow!("{e}"))
     }
 
-    pub fn sign_send(&mut self, to: &str, coins: &[(String, u128)], memo: &str, gas: GasSettings) -> Result<Vec<u8>> {
-        let to_address: AccountId = to.parse().map_err(|e| anyhow!("invalid recipient {to:?}: {e}"))?;
+    pub fn sign_send(
+        &mut self,
+        to: &str,
+        coins: &[(String, u128)],
+        memo: &str,
+        gas: GasSettings,
+    ) -> Result<Vec<u8>> {
+        let to_address: AccountId = to
+            .parse()
+            .map_err(|e| anyhow!("invalid recipient {to:?}: {e}"))?;
         let amount = coins
             .iter()
-            .map(|(d, a)| Ok(Coin { denom: d.parse::<Denom>().map_err(|e| anyhow!("{e}"))?, amount: *a }))
+            .map(|(d, a)| {
+                Ok(Coin {
+                    denom: d.parse::<Denom>().map_err(|e| anyhow!("{e}"))?,
+                    amount: *a,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
-        let msg = MsgSend { from_address: self.address.clone(), to_address, amount };
+        let msg = MsgSend {
+            from_address: self.address.clone(),
+            to_address,
+            amount,
+        };
         let any = msg.to_any().map_err(|e| anyhow!("{e}"))?;
         self.sign_msgs(vec![any], memo, gas)
     }
@@ -163,9 +221,13 @@ pub fn parse_coins_arg(s: &str) -> Result<Vec<(String, u128)>> {
     s.split(',')
         .map(|part| {
             let part = part.trim();
-            let split = part.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| anyhow!("expected <amount><denom>, got {part:?}"))?;
+            let split = part
+                .find(|c: char| !c.is_ascii_digit())
+                .ok_or_else(|| anyhow!("expected <amount><denom>, got {part:?}"))?;
             let (amount, denom) = part.split_at(split);
-            let amount: u128 = amount.parse().map_err(|_| anyhow!("expected <amount><denom> with an integer amount, got {part:?}"))?;
+            let amount: u128 = amount.parse().map_err(|_| {
+                anyhow!("expected <amount><denom> with an integer amount, got {part:?}")
+            })?;
             crate::bank::validate_denom(denom).map_err(|e| anyhow!(e))?;
             Ok((denom.to_string(), amount))
         })
@@ -201,17 +263,26 @@ pub struct TxInclusion {
 impl Node {
     pub fn connect(url: &str) -> Result<Node> {
         let url_norm = url.replace("tcp://", "http://");
-        let rpc = HttpClient::new(url_norm.as_str()).with_context(|| format!("invalid node url {url}"))?;
+        let rpc = HttpClient::new(url_norm.as_str())
+            .with_context(|| format!("invalid node url {url}"))?;
         Ok(Node { rpc, url: url_norm })
     }
 
     pub async fn chain_id(&self) -> Result<String> {
-        let st = self.rpc.status().await.with_context(|| format!("status from {}", self.url))?;
+        let st = self
+            .rpc
+            .status()
+            .await
+            .with_context(|| format!("status from {}", self.url))?;
         Ok(st.node_info.network.to_string())
     }
 
     pub async fn latest_height(&self) -> Result<u64> {
-        let st = self.rpc.status().await.with_context(|| format!("status from {}", self.url))?;
+        let st = self
+            .rpc
+            .status()
+            .await
+            .with_context(|| format!("status from {}", self.url))?;
         Ok(st.sync_info.latest_block_height.value())
     }
 
@@ -222,17 +293,26 @@ impl Node {
             .await
             .with_context(|| format!("abci_query {path} on {}", self.url))?;
         if r.code.is_err() {
-            bail!("query {path} failed: code {} ({}): {}", r.code.value(), r.codespace, r.log);
+            bail!(
+                "query {path} failed: code {} ({}): {}",
+                r.code.value(),
+                r.codespace,
+                r.log
+            );
         }
         Ok(r.value)
     }
 
     pub async fn account(&self, address: &str) -> Result<Option<BaseAccount>> {
-        let req = QueryAccountRequest { address: address.to_string() };
+        let req = QueryAccountRequest {
+            address: address.to_string(),
+        };
         match self.abci_query(query::PATH_ACCOUNT, &req).await {
             Ok(v) => {
                 let resp = QueryAccountResponse::decode(v.as_slice())?;
-                let any = resp.account.ok_or_else(|| anyhow!("empty account response"))?;
+                let any = resp
+                    .account
+                    .ok_or_else(|| anyhow!("empty account response"))?;
                 Ok(Some(BaseAccount::decode(any.value.as_slice())?))
             }
             Err(e) if format!("{e}").contains("not found") => Ok(None),
@@ -241,7 +321,11 @@ impl Node {
     }
 
     pub async fn balances(&self, address: &str) -> Result<Vec<(String, u128)>> {
-        let req = QueryAllBalancesRequest { address: address.to_string(), pagination: None, resolve_denom: false };
+        let req = QueryAllBalancesRequest {
+            address: address.to_string(),
+            pagination: None,
+            resolve_denom: false,
+        };
         let v = self.abci_query(query::PATH_ALL_BALANCES, &req).await?;
         let resp = QueryAllBalancesResponse::decode(v.as_slice())?;
         resp.balances
@@ -251,7 +335,13 @@ impl Node {
     }
 
     pub async fn balance(&self, address: &str, denom: &str) -> Result<u128> {
-        Ok(self.balances(address).await?.into_iter().find(|(d, _)| d == denom).map(|(_, a)| a).unwrap_or(0))
+        Ok(self
+            .balances(address)
+            .await?
+            .into_iter()
+            .find(|(d, _)| d == denom)
+            .map(|(_, a)| a)
+            .unwrap_or(0))
     }
 
     /// Builds a signer for a key from the account's on-chain number and sequence.
@@ -260,7 +350,10 @@ impl Node {
             Some(c) => c.to_string(),
             None => self.chain_id().await?,
         };
-        let address = key.public_key().account_id(ADDRESS_PREFIX).map_err(|e| anyhow!("{e}"))?;
+        let address = key
+            .public_key()
+            .account_id(ADDRESS_PREFIX)
+            .map_err(|e| anyhow!("{e}"))?;
         let acc = self
             .account(address.as_ref())
             .await?
@@ -269,7 +362,11 @@ impl Node {
     }
 
     pub async fn broadcast(&self, tx: Vec<u8>) -> Result<BroadcastResult> {
-        let r = self.rpc.broadcast_tx_sync(tx).await.with_context(|| format!("broadcast to {}", self.url))?;
+        let r = self
+            .rpc
+            .broadcast_tx_sync(tx)
+            .await
+            .with_context(|| format!("broadcast to {}", self.url))?;
         Ok(BroadcastResult {
             txhash: r.hash.to_string(),
             code: r.code.value(),
@@ -280,7 +377,9 @@ impl Node {
 
     /// Polls until the tx is in a block or `timeout` passes.
     pub async fn wait_for_tx(&self, txhash: &str, timeout: Duration) -> Result<TxInclusion> {
-        let hash: tendermint::Hash = txhash.parse().map_err(|e| anyhow!("invalid tx hash {txhash}: {e}"))?;
+        let hash: tendermint::Hash = txhash
+            .parse()
+            .map_err(|e| anyhow!("invalid tx hash {txhash}: {e}"))?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Ok(r) = self.rpc.tx(hash, false).await {
@@ -303,7 +402,11 @@ impl Node {
     /// App hash of the state after block `height - 1`, as recorded in block `height`'s header.
     pub async fn app_hash_at(&self, height: u64) -> Result<String> {
         let h = tendermint::block::Height::try_from(height)?;
-        let b = self.rpc.block(h).await.with_context(|| format!("block {height} from {}", self.url))?;
+        let b = self
+            .rpc
+            .block(h)
+            .await
+            .with_context(|| format!("block {height} from {}", self.url))?;
         Ok(hex::encode(b.block.header.app_hash.as_bytes()))
     }
 }

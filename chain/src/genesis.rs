@@ -71,7 +71,10 @@ mod tests {
     fn acct(addr: &str, amount: &str) -> GenesisAccount {
         GenesisAccount {
             address: addr.into(),
-            coins: vec![GenesisCoin { denom: "umag".into(), amount: amount.into() }],
+            coins: vec![GenesisCoin {
+                denom: "umag".into(),
+                amount: amount.into(),
+            }],
         }
     }
 
@@ -79,14 +82,39 @@ mod tests {
     fn genesis_refuses_duplicates_overflow_and_bad_amounts() {
         let a = crate::auth::module_address("a");
         let b = crate::auth::module_address("b");
-        let ok = AppGenesis { accounts: vec![acct(&a, "5"), acct(&b, "7")], ..Default::default() };
+        let ok = AppGenesis {
+            accounts: vec![acct(&a, "5"), acct(&b, "7")],
+            ..Default::default()
+        };
         assert_eq!(ok.validate(), Ok(()));
-        let dup = AppGenesis { accounts: vec![acct(&a, "5"), acct(&a, "7")], ..Default::default() };
+        let dup = AppGenesis {
+            accounts: vec![acct(&a, "5"), acct(&a, "7")],
+            ..Default::default()
+        };
         assert!(dup.validate().unwrap_err().contains("twice"));
         let max = u128::MAX.to_string();
-        let over = AppGenesis { accounts: vec![acct(&a, &max), acct(&b, "1")], ..Default::default() };
+        let over = AppGenesis {
+            accounts: vec![acct(&a, &max), acct(&b, "1")],
+            ..Default::default()
+        };
         assert!(over.validate().unwrap_err().contains("overflows"));
-        let neg = AppGenesis { accounts: vec![acct(&a, "-1")], ..Default::default() };
+        let neg = AppGenesis {
+            accounts: vec![acct(&a, "-1")],
+            ..Default::default()
+        };
         assert!(neg.validate().is_err());
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    /// The documented template must not drift from the defaults `magnetd init` writes.
+    #[test]
+    fn genesis_template_params_match_defaults() {
+        let raw = include_str!("../../genesis/app_state.template.json");
+        let v: serde_json::Value = serde_json::from_str(raw).expect("template is JSON");
+        let params: crate::params::ChainParams =
+            serde_json::from_value(v["params"].clone()).expect("template params parse");
+        assert_eq!(params, crate::params::ChainParams::default());
     }
 }

@@ -54,7 +54,8 @@ fn read_json(path: &Path) -> Result<Value> {
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<()> {
-    std::fs::write(path, serde_json::to_vec_pretty(v)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, serde_json::to_vec_pretty(v)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Network settings written into config.toml by `init`.
@@ -81,16 +82,27 @@ impl Default for NodeNetwork {
 /// (they come from gentxs) and default params.
 pub fn init(home: &Path, moniker: &str, chain_id: &str, net: &NodeNetwork) -> Result<()> {
     if genesis_path(home).exists() {
-        bail!("{} already exists: refusing to overwrite a node home", genesis_path(home).display());
+        bail!(
+            "{} already exists: refusing to overwrite a node home",
+            genesis_path(home).display()
+        );
     }
     let out = Command::new(cometbft_bin())
         .arg("init")
         .arg("--home")
         .arg(home)
         .output()
-        .with_context(|| format!("running {} init (is CometBFT installed? see scripts/setup.sh)", cometbft_bin().display()))?;
+        .with_context(|| {
+            format!(
+                "running {} init (is CometBFT installed? see scripts/setup.sh)",
+                cometbft_bin().display()
+            )
+        })?;
     if !out.status.success() {
-        bail!("cometbft init failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "cometbft init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut g = read_json(&genesis_path(home))?;
     g["chain_id"] = Value::String(chain_id.to_string());
@@ -119,7 +131,10 @@ pub fn init(home: &Path, moniker: &str, chain_id: &str, net: &NodeNetwork) -> Re
 pub fn abci_addr(home: &Path) -> Result<String> {
     let text = std::fs::read_to_string(config_path(home))?;
     let doc: toml_edit::DocumentMut = text.parse()?;
-    doc["proxy_app"].as_str().map(str::to_string).ok_or_else(|| anyhow!("proxy_app missing in config.toml"))
+    doc["proxy_app"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("proxy_app missing in config.toml"))
 }
 
 fn set_config(home: &Path, f: impl FnOnce(&mut toml_edit::DocumentMut)) -> Result<()> {
@@ -145,7 +160,13 @@ pub fn add_account(home: &Path, address: &str, coins: &[(String, u128)]) -> Resu
     }
     app.accounts.push(GenesisAccount {
         address,
-        coins: coins.iter().map(|(d, a)| GenesisCoin { denom: d.clone(), amount: a.to_string() }).collect(),
+        coins: coins
+            .iter()
+            .map(|(d, a)| GenesisCoin {
+                denom: d.clone(),
+                amount: a.to_string(),
+            })
+            .collect(),
     });
     app.validate().map_err(|e| anyhow!(e))?;
     g["app_state"] = serde_json::to_value(&app)?;
@@ -171,12 +192,21 @@ impl GenTxFile {
         Ok(GenTx {
             moniker: self.moniker.clone(),
             operator_address: self.operator_address.clone(),
-            consensus_pub_key: base64::engine::general_purpose::STANDARD.decode(&self.consensus_pub_key)?,
+            consensus_pub_key: base64::engine::general_purpose::STANDARD
+                .decode(&self.consensus_pub_key)?,
             power: self.power,
             memo: self.memo.clone(),
             chain_id: self.chain_id.clone(),
-            operator_pub_key: if with_sig { hex::decode(&self.operator_pub_key)? } else { vec![] },
-            signature: if with_sig { hex::decode(&self.signature)? } else { vec![] },
+            operator_pub_key: if with_sig {
+                hex::decode(&self.operator_pub_key)?
+            } else {
+                vec![]
+            },
+            signature: if with_sig {
+                hex::decode(&self.signature)?
+            } else {
+                vec![]
+            },
         })
     }
 
@@ -187,21 +217,36 @@ impl GenTxFile {
     /// Checks the operator's signature and that the address belongs to the key.
     pub fn verify(&self, chain_id: &str) -> Result<()> {
         if self.chain_id != chain_id {
-            bail!("gentx of {}: expected chain-id {chain_id}, got {}", self.moniker, self.chain_id);
+            bail!(
+                "gentx of {}: expected chain-id {chain_id}, got {}",
+                self.moniker,
+                self.chain_id
+            );
         }
         if self.power <= 0 {
-            bail!("gentx of {}: expected a positive power, got {}", self.moniker, self.power);
+            bail!(
+                "gentx of {}: expected a positive power, got {}",
+                self.moniker,
+                self.power
+            );
         }
         let pk = hex::decode(&self.operator_pub_key)?;
         let addr = crate::auth::address_of(&pk)?;
         if addr != self.operator_address {
-            bail!("gentx of {}: operator key belongs to {addr}, not {}", self.moniker, self.operator_address);
+            bail!(
+                "gentx of {}: operator key belongs to {addr}, not {}",
+                self.moniker,
+                self.operator_address
+            );
         }
         let sig = hex::decode(&self.signature)?;
         crate::auth::verify_signature(&pk, &self.sign_bytes()?, &sig)
             .map_err(|e| anyhow!("gentx of {}: {e}", self.moniker))?;
         if self.to_proto(true)?.consensus_pub_key.len() != 32 {
-            bail!("gentx of {}: expected a 32-byte ed25519 consensus key", self.moniker);
+            bail!(
+                "gentx of {}: expected a 32-byte ed25519 consensus key",
+                self.moniker
+            );
         }
         Ok(())
     }
@@ -210,7 +255,9 @@ impl GenTxFile {
 /// CometBFT node id: hex of the first 20 bytes of SHA-256 of the node's ed25519 key.
 pub fn node_id(home: &Path) -> Result<String> {
     let nk = read_json(&home.join("config").join("node_key.json"))?;
-    let b64 = nk["priv_key"]["value"].as_str().ok_or_else(|| anyhow!("node_key.json: priv_key.value missing"))?;
+    let b64 = nk["priv_key"]["value"]
+        .as_str()
+        .ok_or_else(|| anyhow!("node_key.json: priv_key.value missing"))?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
     if bytes.len() != 64 {
         bail!("node_key.json: expected 64 key bytes, got {}", bytes.len());
@@ -221,15 +268,28 @@ pub fn node_id(home: &Path) -> Result<String> {
 
 /// `magnetd genesis gentx`: the operator signs that this node's consensus key joins
 /// the genesis validator set. `p2p_external` is the address peers dial (`host:port`).
-pub fn gentx(home: &Path, key: &crate::client::KeyFile, power: i64, p2p_external: &str) -> Result<PathBuf> {
+pub fn gentx(
+    home: &Path,
+    key: &crate::client::KeyFile,
+    power: i64,
+    p2p_external: &str,
+) -> Result<PathBuf> {
     let g = read_json(&genesis_path(home))?;
-    let chain_id = g["chain_id"].as_str().ok_or_else(|| anyhow!("genesis.json: chain_id missing"))?.to_string();
+    let chain_id = g["chain_id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("genesis.json: chain_id missing"))?
+        .to_string();
     let app = app_genesis(&g)?;
     if !app.accounts.iter().any(|a| a.address == key.address) {
-        bail!("operator {} has no genesis account: run `magnetd genesis add-account` first", key.address);
+        bail!(
+            "operator {} has no genesis account: run `magnetd genesis add-account` first",
+            key.address
+        );
     }
     let pv = read_json(&home.join("config").join("priv_validator_key.json"))?;
-    let cons = pv["pub_key"]["value"].as_str().ok_or_else(|| anyhow!("priv_validator_key.json: pub_key.value missing"))?;
+    let cons = pv["pub_key"]["value"]
+        .as_str()
+        .ok_or_else(|| anyhow!("priv_validator_key.json: pub_key.value missing"))?;
     let cfg: toml_edit::DocumentMut = std::fs::read_to_string(config_path(home))?.parse()?;
     let moniker = cfg["moniker"].as_str().unwrap_or("node").to_string();
     let id = node_id(home)?;
@@ -244,7 +304,8 @@ pub fn gentx(home: &Path, key: &crate::client::KeyFile, power: i64, p2p_external
         signature: String::new(),
     };
     let sk = k256::ecdsa::SigningKey::from_slice(&hex::decode(&key.priv_key)?)?;
-    let sig: k256::ecdsa::Signature = k256::ecdsa::signature::Signer::sign(&sk, &file.sign_bytes()?);
+    let sig: k256::ecdsa::Signature =
+        k256::ecdsa::signature::Signer::sign(&sk, &file.sign_bytes()?);
     file.signature = hex::encode(sig.to_bytes());
     file.verify(&file.chain_id.clone())?;
     let dir = gentx_dir(home);
@@ -257,10 +318,15 @@ pub fn gentx(home: &Path, key: &crate::client::KeyFile, power: i64, p2p_external
 /// `magnetd genesis collect`: verifies gentxs, writes the validator set into genesis
 /// and every other validator as a persistent peer into config.toml.
 pub fn collect(home: &Path, dir: Option<&Path>) -> Result<usize> {
-    let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| gentx_dir(home));
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| gentx_dir(home));
     let path = genesis_path(home);
     let mut g = read_json(&path)?;
-    let chain_id = g["chain_id"].as_str().ok_or_else(|| anyhow!("genesis.json: chain_id missing"))?.to_string();
+    let chain_id = g["chain_id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("genesis.json: chain_id missing"))?
+        .to_string();
     let app = app_genesis(&g)?;
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading gentx dir {}", dir.display()))?
@@ -276,10 +342,19 @@ pub fn collect(home: &Path, dir: Option<&Path>) -> Result<usize> {
     let mut validators = Vec::new();
     let mut peers = Vec::new();
     for f in &files {
-        let gt: GenTxFile = serde_json::from_slice(&std::fs::read(f)?).with_context(|| format!("parsing {}", f.display()))?;
+        let gt: GenTxFile = serde_json::from_slice(&std::fs::read(f)?)
+            .with_context(|| format!("parsing {}", f.display()))?;
         gt.verify(&chain_id)?;
-        if !app.accounts.iter().any(|a| a.address == gt.operator_address) {
-            bail!("gentx of {}: operator {} has no genesis account", gt.moniker, gt.operator_address);
+        if !app
+            .accounts
+            .iter()
+            .any(|a| a.address == gt.operator_address)
+        {
+            bail!(
+                "gentx of {}: operator {} has no genesis account",
+                gt.moniker,
+                gt.operator_address
+            );
         }
         let cons = base64::engine::general_purpose::STANDARD.decode(&gt.consensus_pub_key)?;
         let address = hex::encode_upper(&Sha256::digest(&cons)[..20]);
@@ -297,7 +372,9 @@ pub fn collect(home: &Path, dir: Option<&Path>) -> Result<usize> {
     g["validators"] = Value::Array(validators);
     write_json(&path, &g)?;
     let peers = peers.join(",");
-    set_config(home, |doc| doc["p2p"]["persistent_peers"] = toml_edit::value(peers.as_str()))?;
+    set_config(home, |doc| {
+        doc["p2p"]["persistent_peers"] = toml_edit::value(peers.as_str())
+    })?;
     Ok(n)
 }
 
@@ -313,7 +390,10 @@ pub async fn export(home: &Path) -> Result<Value> {
     let params = crate::App::params(&snap).await?;
     let chain_id = crate::App::chain_id(&snap).await?;
     let mut accounts = Vec::new();
-    let mut stream = Box::pin(cnidarium::StateRead::prefix_raw(&snap, crate::state_key::auth::account_prefix()));
+    let mut stream = Box::pin(cnidarium::StateRead::prefix_raw(
+        &snap,
+        crate::state_key::auth::account_prefix(),
+    ));
     let mut addrs = Vec::new();
     while let Some(item) = stream.next().await {
         let (_, raw) = item?;
@@ -328,7 +408,13 @@ pub async fn export(home: &Path) -> Result<Value> {
         if !coins.is_empty() {
             accounts.push(GenesisAccount {
                 address: acc.address.clone(),
-                coins: coins.into_iter().map(|(d, a)| GenesisCoin { denom: d, amount: a.to_string() }).collect(),
+                coins: coins
+                    .into_iter()
+                    .map(|(d, a)| GenesisCoin {
+                        denom: d,
+                        amount: a.to_string(),
+                    })
+                    .collect(),
             });
         }
     }

@@ -111,7 +111,10 @@ enum KeysCmd {
 #[derive(Subcommand)]
 enum GenesisCmd {
     /// Give an address (or a key name from the keyring) coins at genesis.
-    AddAccount { address_or_key: String, coins: String },
+    AddAccount {
+        address_or_key: String,
+        coins: String,
+    },
     /// Sign this node's validator declaration.
     Gentx {
         key: String,
@@ -225,7 +228,9 @@ fn resolve_address(home: &std::path::Path, s: &str) -> Result<String> {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -239,15 +244,37 @@ async fn run(cli: Cli) -> Result<()> {
     let out = cli.output;
     let home = cli.home.clone();
     match cli.cmd {
-        Cmd::Init { moniker, chain_id, p2p_laddr, rpc_laddr, abci_addr, timeout_commit } => {
-            let net = home::NodeNetwork { p2p_laddr, rpc_laddr, abci_addr, timeout_commit };
+        Cmd::Init {
+            moniker,
+            chain_id,
+            p2p_laddr,
+            rpc_laddr,
+            abci_addr,
+            timeout_commit,
+        } => {
+            let net = home::NodeNetwork {
+                p2p_laddr,
+                rpc_laddr,
+                abci_addr,
+                timeout_commit,
+            };
             home::init(&home, &moniker, &chain_id, &net)?;
             let id = home::node_id(&home)?;
-            print(out, json!({"moniker": moniker, "chain_id": chain_id, "node_id": id, "home": home}), || {
-                format!("initialised {moniker} (node {id}) for chain {chain_id} in {}", home.display())
-            });
+            print(
+                out,
+                json!({"moniker": moniker, "chain_id": chain_id, "node_id": id, "home": home}),
+                || {
+                    format!(
+                        "initialised {moniker} (node {id}) for chain {chain_id} in {}",
+                        home.display()
+                    )
+                },
+            );
         }
-        Cmd::Start { abci_addr, with_cometbft } => {
+        Cmd::Start {
+            abci_addr,
+            with_cometbft,
+        } => {
             let addr = match abci_addr {
                 Some(a) => a,
                 None => home::abci_addr(&home)?,
@@ -289,48 +316,87 @@ async fn run(cli: Cli) -> Result<()> {
                     let secret = match secret_hex {
                         Some(h) => {
                             let b = hex::decode(h.trim()).context("secret is not hex")?;
-                            Some(<[u8; 32]>::try_from(b.as_slice()).map_err(|_| anyhow!("expected a 32-byte secret, got {} bytes", b.len()))?)
+                            Some(<[u8; 32]>::try_from(b.as_slice()).map_err(|_| {
+                                anyhow!("expected a 32-byte secret, got {} bytes", b.len())
+                            })?)
                         }
                         None => None,
                     };
                     let kf = kr.add(&name, secret)?;
-                    print(out, json!({"name": kf.name, "address": kf.address, "pubkey": kf.pub_key}), || {
-                        format!("- name: {}\n  address: {}\n  pubkey: {}", kf.name, kf.address, kf.pub_key)
-                    });
+                    print(
+                        out,
+                        json!({"name": kf.name, "address": kf.address, "pubkey": kf.pub_key}),
+                        || {
+                            format!(
+                                "- name: {}\n  address: {}\n  pubkey: {}",
+                                kf.name, kf.address, kf.pub_key
+                            )
+                        },
+                    );
                 }
                 KeysCmd::List => {
                     let keys = kr.list()?;
-                    let v: Vec<_> = keys.iter().map(|k| json!({"name": k.name, "address": k.address, "pubkey": k.pub_key})).collect();
-                    print(out, json!(v), || keys.iter().map(|k| format!("{}\t{}", k.name, k.address)).collect::<Vec<_>>().join("\n"));
+                    let v: Vec<_> = keys
+                        .iter()
+                        .map(|k| json!({"name": k.name, "address": k.address, "pubkey": k.pub_key}))
+                        .collect();
+                    print(out, json!(v), || {
+                        keys.iter()
+                            .map(|k| format!("{}\t{}", k.name, k.address))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    });
                 }
                 KeysCmd::Show { name, address } => {
                     let k = kr.get(&name)?;
                     if address {
                         println!("{}", k.address);
                     } else {
-                        print(out, json!({"name": k.name, "address": k.address, "pubkey": k.pub_key}), || format!("{}\t{}", k.name, k.address));
+                        print(
+                            out,
+                            json!({"name": k.name, "address": k.address, "pubkey": k.pub_key}),
+                            || format!("{}\t{}", k.name, k.address),
+                        );
                     }
                 }
             }
         }
         Cmd::Genesis(g) => match g {
-            GenesisCmd::AddAccount { address_or_key, coins } => {
+            GenesisCmd::AddAccount {
+                address_or_key,
+                coins,
+            } => {
                 let addr = resolve_address(&home, &address_or_key)?;
                 let coins = parse_coins_arg(&coins)?;
                 home::add_account(&home, &addr, &coins)?;
-                print(out, json!({"address": addr}), || format!("added genesis account {addr}"));
+                print(out, json!({"address": addr}), || {
+                    format!("added genesis account {addr}")
+                });
             }
-            GenesisCmd::Gentx { key, power, p2p_external } => {
+            GenesisCmd::Gentx {
+                key,
+                power,
+                p2p_external,
+            } => {
                 let kf = Keyring::open(&home).get(&key)?;
                 let path = home::gentx(&home, &kf, power, &p2p_external)?;
-                print(out, json!({"gentx": path}), || format!("wrote {}", path.display()));
+                print(out, json!({"gentx": path}), || {
+                    format!("wrote {}", path.display())
+                });
             }
             GenesisCmd::Collect { gentx_dir } => {
                 let n = home::collect(&home, gentx_dir.as_deref())?;
-                print(out, json!({"validators": n}), || format!("genesis has {n} validators"));
+                print(out, json!({"validators": n}), || {
+                    format!("genesis has {n} validators")
+                });
             }
         },
-        Cmd::Tx(TxCmd::Bank(BankTx::Send { from, to, amount, flags })) => {
+        Cmd::Tx(TxCmd::Bank(BankTx::Send {
+            from,
+            to,
+            amount,
+            flags,
+        })) => {
             let _ = flags.yes;
             let node = Node::connect(&flags.node.node)?;
             let key = Keyring::open(&home).get(&from)?;
@@ -346,18 +412,35 @@ async fn run(cli: Cli) -> Result<()> {
                 }
                 None => magnet_chain::params::ChainParams::default().required_fee(flags.gas),
             };
-            let mut signer = node.signer_for(key.signing_key()?, flags.chain_id.as_deref()).await?;
-            let tx = signer.sign_send(&to, &coins, &flags.memo, GasSettings { gas_limit: flags.gas, fee })?;
+            let mut signer = node
+                .signer_for(key.signing_key()?, flags.chain_id.as_deref())
+                .await?;
+            let tx = signer.sign_send(
+                &to,
+                &coins,
+                &flags.memo,
+                GasSettings {
+                    gas_limit: flags.gas,
+                    fee,
+                },
+            )?;
             let r = node.broadcast(tx).await?;
             if r.code != 0 {
-                print(out, json!(r), || format!("rejected: code {} ({}): {}", r.code, r.codespace, r.log));
+                print(out, json!(r), || {
+                    format!("rejected: code {} ({}): {}", r.code, r.codespace, r.log)
+                });
                 std::process::exit(1);
             }
             if flags.no_wait {
                 print(out, json!(r), || format!("txhash: {}", r.txhash));
             } else {
                 let inc = node.wait_for_tx(&r.txhash, Duration::from_secs(30)).await?;
-                print(out, json!(inc), || format!("txhash: {} height: {} code: {} {}", inc.txhash, inc.height, inc.code, inc.log));
+                print(out, json!(inc), || {
+                    format!(
+                        "txhash: {} height: {} code: {} {}",
+                        inc.txhash, inc.height, inc.code, inc.log
+                    )
+                });
                 if inc.code != 0 {
                     std::process::exit(1);
                 }
@@ -368,43 +451,100 @@ async fn run(cli: Cli) -> Result<()> {
                 let addr = resolve_address(&home, &address)?;
                 let n = Node::connect(&node.node)?;
                 let bals = n.balances(&addr).await?;
-                let v: Vec<_> = bals.iter().map(|(d, a)| json!({"denom": d, "amount": a.to_string()})).collect();
+                let v: Vec<_> = bals
+                    .iter()
+                    .map(|(d, a)| json!({"denom": d, "amount": a.to_string()}))
+                    .collect();
                 print(out, json!({"balances": v}), || {
-                    if bals.is_empty() { "balances: []".into() } else { bals.iter().map(|(d, a)| format!("{a}{d}")).collect::<Vec<_>>().join("\n") }
+                    if bals.is_empty() {
+                        "balances: []".into()
+                    } else {
+                        bals.iter()
+                            .map(|(d, a)| format!("{a}{d}"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    }
                 });
             }
             QueryCmd::Bank(BankQuery::Total { node }) => {
                 let n = Node::connect(&node.node)?;
-                let v = n.abci_query(magnet_chain::query::PATH_TOTAL_SUPPLY, &cosmrs::proto::cosmos::bank::v1beta1::QueryTotalSupplyRequest { pagination: None }).await?;
-                let resp: cosmrs::proto::cosmos::bank::v1beta1::QueryTotalSupplyResponse = magnet_chain::app::decode_msg(&v)?;
-                let s: Vec<_> = resp.supply.iter().map(|c| json!({"denom": c.denom, "amount": c.amount})).collect();
-                print(out, json!({"supply": s}), || resp.supply.iter().map(|c| format!("{}{}", c.amount, c.denom)).collect::<Vec<_>>().join("\n"));
+                let v = n
+                    .abci_query(
+                        magnet_chain::query::PATH_TOTAL_SUPPLY,
+                        &cosmrs::proto::cosmos::bank::v1beta1::QueryTotalSupplyRequest {
+                            pagination: None,
+                        },
+                    )
+                    .await?;
+                let resp: cosmrs::proto::cosmos::bank::v1beta1::QueryTotalSupplyResponse =
+                    magnet_chain::app::decode_msg(&v)?;
+                let s: Vec<_> = resp
+                    .supply
+                    .iter()
+                    .map(|c| json!({"denom": c.denom, "amount": c.amount}))
+                    .collect();
+                print(out, json!({"supply": s}), || {
+                    resp.supply
+                        .iter()
+                        .map(|c| format!("{}{}", c.amount, c.denom))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                });
             }
             QueryCmd::Account { address, node } => {
                 let addr = resolve_address(&home, &address)?;
                 let n = Node::connect(&node.node)?;
-                let acc = n.account(&addr).await?.ok_or_else(|| anyhow!("account {addr} not found"))?;
+                let acc = n
+                    .account(&addr)
+                    .await?
+                    .ok_or_else(|| anyhow!("account {addr} not found"))?;
                 let pk = acc
                     .pub_key
                     .as_ref()
                     .and_then(|a| <cosmrs::proto::cosmos::crypto::secp256k1::PubKey as prost::Message>::decode(a.value.as_slice()).ok())
                     .map(|k| hex::encode(k.key));
-                print(out, json!({"address": acc.address, "account_number": acc.account_number.to_string(), "sequence": acc.sequence.to_string(), "pub_key": pk}), || {
-                    format!("address: {}\naccount_number: {}\nsequence: {}", acc.address, acc.account_number, acc.sequence)
-                });
+                print(
+                    out,
+                    json!({"address": acc.address, "account_number": acc.account_number.to_string(), "sequence": acc.sequence.to_string(), "pub_key": pk}),
+                    || {
+                        format!(
+                            "address: {}\naccount_number: {}\nsequence: {}",
+                            acc.address, acc.account_number, acc.sequence
+                        )
+                    },
+                );
             }
             QueryCmd::Tx { hash, node } => {
                 let n = Node::connect(&node.node)?;
                 let inc = n.wait_for_tx(&hash, Duration::from_secs(0)).await?;
-                print(out, json!(inc), || format!("height: {} code: {} {}", inc.height, inc.code, inc.log));
+                print(out, json!(inc), || {
+                    format!("height: {} code: {} {}", inc.height, inc.code, inc.log)
+                });
             }
             QueryCmd::Store { key, prove, node } => {
                 let n = Node::connect(&node.node)?;
-                let r = n.rpc.abci_query(Some(magnet_chain::query::PATH_STORE.into()), key.as_bytes().to_vec(), None, prove).await?;
+                let r = n
+                    .rpc
+                    .abci_query(
+                        Some(magnet_chain::query::PATH_STORE.into()),
+                        key.as_bytes().to_vec(),
+                        None,
+                        prove,
+                    )
+                    .await?;
                 let ops = r.proof.as_ref().map(|p| p.ops.iter().map(|o| json!({"type": o.field_type, "key": hex::encode(&o.key), "data": hex::encode(&o.data)})).collect::<Vec<_>>());
-                print(out, json!({"key": key, "value": hex::encode(&r.value), "height": r.height.value(), "proof": ops}), || {
-                    format!("height: {}\nvalue: {}\nproof ops: {}", r.height.value(), hex::encode(&r.value), ops.as_ref().map(|o| o.len()).unwrap_or(0))
-                });
+                print(
+                    out,
+                    json!({"key": key, "value": hex::encode(&r.value), "height": r.height.value(), "proof": ops}),
+                    || {
+                        format!(
+                            "height: {}\nvalue: {}\nproof ops: {}",
+                            r.height.value(),
+                            hex::encode(&r.value),
+                            ops.as_ref().map(|o| o.len()).unwrap_or(0)
+                        )
+                    },
+                );
             }
         },
         Cmd::Export => {
@@ -422,7 +562,9 @@ async fn run(cli: Cli) -> Result<()> {
                 "latest_app_hash": hex::encode(st.sync_info.latest_app_hash.as_bytes()),
                 "catching_up": st.sync_info.catching_up,
             });
-            print(out, v.clone(), || serde_json::to_string_pretty(&v).unwrap_or_default());
+            print(out, v.clone(), || {
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            });
         }
         Cmd::Bench(args) => bench::run(args, &home, out == Output::Json).await?,
     }

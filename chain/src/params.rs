@@ -71,7 +71,8 @@ impl ChainParams {
                 self.max_gas_per_block, self.max_gas_per_tx
             ));
         }
-        crate::bank::validate_denom(&self.fee_denom).map_err(|e| format!("param fee_denom: {e}"))?;
+        crate::bank::validate_denom(&self.fee_denom)
+            .map_err(|e| format!("param fee_denom: {e}"))?;
         Ok(())
     }
 
@@ -120,7 +121,10 @@ mod tests {
     #[test]
     fn default_params_are_valid_and_zero_limits_are_not() {
         assert_eq!(ChainParams::default().validate(), Ok(()));
-        let bad = ChainParams { max_gas_per_tx: 0, ..ChainParams::default() };
+        let bad = ChainParams {
+            max_gas_per_tx: 0,
+            ..ChainParams::default()
+        };
         assert!(bad.validate().unwrap_err().contains("max_gas_per_tx"));
     }
 }

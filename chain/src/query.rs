@@ -4,7 +4,9 @@
 //! an ICS23 proof against the app hash.
 
 use cnidarium::{Snapshot, StateRead, Storage};
-use cosmrs::proto::cosmos::auth::v1beta1::{BaseAccount, QueryAccountRequest, QueryAccountResponse};
+use cosmrs::proto::cosmos::auth::v1beta1::{
+    BaseAccount, QueryAccountRequest, QueryAccountResponse,
+};
 use cosmrs::proto::cosmos::bank::v1beta1::{
     QueryAllBalancesRequest, QueryAllBalancesResponse, QueryBalanceRequest, QueryBalanceResponse,
     QuerySupplyOfRequest, QuerySupplyOfResponse, QueryTotalSupplyRequest, QueryTotalSupplyResponse,
@@ -33,12 +35,18 @@ pub const PROOF_OP_TYPE: &str = "ics23:jmt";
 pub const CODE_NOT_FOUND: u32 = 38;
 
 fn coin(denom: String, amount: u128) -> Coin {
-    Coin { denom, amount: amount.to_string() }
+    Coin {
+        denom,
+        amount: amount.to_string(),
+    }
 }
 
 fn decode_req<M: Message + Default + Name>(data: &[u8]) -> Result<M, response::Query> {
     M::decode(data).map_err(|e| {
-        App::query_error(2, format!("expected a {} in query data: {e}", M::full_name()))
+        App::query_error(
+            2,
+            format!("expected a {} in query data: {e}", M::full_name()),
+        )
     })
 }
 
@@ -178,5 +186,8 @@ async fn route(s: &Snapshot, req: &request::Query) -> Result<response::Query, re
             ))
         }
     };
-    Ok(response::Query { value: value.into(), ..Default::default() })
+    Ok(response::Query {
+        value: value.into(),
+        ..Default::default()
+    })
 }

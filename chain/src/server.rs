@@ -37,7 +37,10 @@ impl AppHandle {
 
     pub async fn call(&self, req: Request) -> Result<Response, BoxError> {
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.tx.send((req, reply_tx)).await.map_err(|_| "app task stopped")?;
+        self.tx
+            .send((req, reply_tx))
+            .await
+            .map_err(|_| "app task stopped")?;
         let res = reply_rx.await.map_err(|_| "app task dropped the request")?;
         res.map_err(|e| e.into())
     }
@@ -57,10 +60,12 @@ pub async fn dispatch(app: &mut App, req: Request) -> anyhow::Result<Response> {
         Request::ProcessProposal(r) => Response::ProcessProposal(app.process_proposal(r).await?),
         Request::FinalizeBlock(r) => Response::FinalizeBlock(app.finalize_block(r).await?),
         Request::Commit => Response::Commit(app.commit().await?),
-        Request::ExtendVote(_) => Response::ExtendVote(tendermint::abci::response::ExtendVote { vote_extension: bytes::Bytes::new() }),
-        Request::VerifyVoteExtension(_) => Response::VerifyVoteExtension(
-            tendermint::abci::response::VerifyVoteExtension::Accept,
-        ),
+        Request::ExtendVote(_) => Response::ExtendVote(tendermint::abci::response::ExtendVote {
+            vote_extension: bytes::Bytes::new(),
+        }),
+        Request::VerifyVoteExtension(_) => {
+            Response::VerifyVoteExtension(tendermint::abci::response::VerifyVoteExtension::Accept)
+        }
         Request::ListSnapshots => Response::ListSnapshots(Default::default()),
         Request::OfferSnapshot(_) => Response::OfferSnapshot(Default::default()),
         Request::LoadSnapshotChunk(_) => Response::LoadSnapshotChunk(Default::default()),
@@ -96,9 +101,15 @@ pub async fn serve(app: App, addr: &str) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("incomplete ABCI server"))?;
     if let Some(path) = addr.strip_prefix("unix://") {
         let _ = std::fs::remove_file(path);
-        server.listen_unix(path).await.map_err(|e| anyhow::anyhow!("{e}"))
+        server
+            .listen_unix(path)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
     } else {
         let hostport = addr.strip_prefix("tcp://").unwrap_or(addr).to_string();
-        server.listen_tcp(hostport).await.map_err(|e| anyhow::anyhow!("{e}"))
+        server
+            .listen_tcp(hostport)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
     }
 }

@@ -171,7 +171,9 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
 
     // Body.
     if body.messages.is_empty() {
-        return Err(TxError::InvalidRequest("expected at least 1 message, got 0".into()));
+        return Err(TxError::InvalidRequest(
+            "expected at least 1 message, got 0".into(),
+        ));
     }
     let max_msgs = usize::try_from(params.max_msgs_per_tx).unwrap_or(usize::MAX);
     if body.messages.len() > max_msgs {

@@ -16,7 +16,11 @@ pub fn magnetd_bin() -> PathBuf {
     }
     // target/<profile>/deps/<test-exe> → target/<profile>/magnetd
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     profile_dir.join("magnetd")
 }
 
@@ -46,7 +50,10 @@ impl Localnet {
     pub fn setup(n: usize, users: usize, ip_base: u8) -> Result<Localnet> {
         let bin = magnetd_bin();
         if !bin.is_file() {
-            bail!("magnetd binary not found at {} (build it or set MAGNETD_BIN)", bin.display());
+            bail!(
+                "magnetd binary not found at {} (build it or set MAGNETD_BIN)",
+                bin.display()
+            );
         }
         let dir = tempfile::tempdir()?;
         let out = Command::new("bash")
@@ -60,9 +67,18 @@ impl Localnet {
             .output()
             .context("running localnet/setup.sh")?;
         if !out.status.success() {
-            bail!("localnet/setup.sh failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "localnet/setup.sh failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        Ok(Localnet { dir, n, ip_base, procs: (0..n).map(|_| NodeProcs::default()).collect() })
+        Ok(Localnet {
+            dir,
+            n,
+            ip_base,
+            procs: (0..n).map(|_| NodeProcs::default()).collect(),
+        })
     }
 
     pub fn home(&self, i: usize) -> PathBuf {
@@ -86,13 +102,20 @@ impl Localnet {
     }
 
     fn log(&self, i: usize, name: &str) -> Result<std::fs::File> {
-        Ok(std::fs::OpenOptions::new().create(true).append(true).open(self.home(i).join(format!("{name}.log")))?)
+        Ok(std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home(i).join(format!("{name}.log")))?)
     }
 
     /// Starts magnetd (with extra env, e.g. a MAGNETD_FAULT) then cometbft for node i.
     pub fn start_node_with(&mut self, i: usize, env: &[(&str, String)]) -> Result<()> {
         let mut cmd = Command::new(magnetd_bin());
-        cmd.arg("start").arg("--home").arg(self.home(i)).stdout(Stdio::null()).stderr(self.log(i, "magnetd")?);
+        cmd.arg("start")
+            .arg("--home")
+            .arg(self.home(i))
+            .stdout(Stdio::null())
+            .stderr(self.log(i, "magnetd")?);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -106,7 +129,10 @@ impl Localnet {
             .stderr(Stdio::null())
             .spawn()
             .context("spawning cometbft")?;
-        self.procs[i] = NodeProcs { magnetd: Some(magnetd), cometbft: Some(cometbft) };
+        self.procs[i] = NodeProcs {
+            magnetd: Some(magnetd),
+            cometbft: Some(cometbft),
+        };
         Ok(())
     }
 
@@ -124,7 +150,10 @@ impl Localnet {
     /// `kill -9` both processes of node i.
     pub fn kill_node(&mut self, i: usize) {
         let p = &mut self.procs[i];
-        for c in [p.cometbft.as_mut(), p.magnetd.as_mut()].into_iter().flatten() {
+        for c in [p.cometbft.as_mut(), p.magnetd.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -219,7 +248,11 @@ pub struct TransferLoad {
 
 impl TransferLoad {
     /// Users `senders` send to users `recipients`; starting balances are read from node 0.
-    pub async fn new(net: &Localnet, senders: std::ops::Range<usize>, recipients: std::ops::Range<usize>) -> Result<Self> {
+    pub async fn new(
+        net: &Localnet,
+        senders: std::ops::Range<usize>,
+        recipients: std::ops::Range<usize>,
+    ) -> Result<Self> {
         let node = net.node(0)?;
         let mut expected = std::collections::BTreeMap::new();
         let mut signers = Vec::new();
@@ -230,8 +263,16 @@ impl TransferLoad {
         for j in senders {
             signers.push(node.signer_for(net.user(j)?.signing_key()?, None).await?);
         }
-        let recipients = recipients.map(|j| net.user(j).map(|k| k.address)).collect::<Result<_>>()?;
-        Ok(TransferLoad { expected, hashes: vec![], signers, recipients, counter: 0 })
+        let recipients = recipients
+            .map(|j| net.user(j).map(|k| k.address))
+            .collect::<Result<_>>()?;
+        Ok(TransferLoad {
+            expected,
+            hashes: vec![],
+            signers,
+            recipients,
+            counter: 0,
+        })
     }
 
     /// Sender `s` broadcasts `count` sends to `node` (a sender always uses one node, so its
@@ -248,12 +289,24 @@ impl TransferLoad {
             let tx = signer.sign_send(&to, &[("umag".into(), amount)], "", gas)?;
             let r = node.broadcast(tx).await?;
             if r.code != 0 {
-                bail!("CheckTx rejected a valid send from {from}: code {} {}", r.code, r.log);
+                bail!(
+                    "CheckTx rejected a valid send from {from}: code {} {}",
+                    r.code,
+                    r.log
+                );
             }
             self.hashes.push(r.txhash);
-            let fb = self.expected.get_mut(&from).ok_or_else(|| anyhow!("unknown sender"))?;
-            *fb = fb.checked_sub(amount + gas.fee).ok_or_else(|| anyhow!("sender ran dry"))?;
-            let tb = self.expected.get_mut(&to).ok_or_else(|| anyhow!("unknown recipient"))?;
+            let fb = self
+                .expected
+                .get_mut(&from)
+                .ok_or_else(|| anyhow!("unknown sender"))?;
+            *fb = fb
+                .checked_sub(amount + gas.fee)
+                .ok_or_else(|| anyhow!("sender ran dry"))?;
+            let tb = self
+                .expected
+                .get_mut(&to)
+                .ok_or_else(|| anyhow!("unknown recipient"))?;
             *tb += amount;
         }
         Ok(())
@@ -262,7 +315,10 @@ impl TransferLoad {
     /// Re-reads a sender's sequence from chain (after moving it to another node).
     pub async fn resync(&mut self, s: usize, node: &Node) -> Result<()> {
         let addr = self.signers[s].address.to_string();
-        let acc = node.account(&addr).await?.ok_or_else(|| anyhow!("no account {addr}"))?;
+        let acc = node
+            .account(&addr)
+            .await?
+            .ok_or_else(|| anyhow!("no account {addr}"))?;
         self.signers[s].sequence = acc.sequence;
         Ok(())
     }
@@ -273,7 +329,12 @@ impl TransferLoad {
         for h in &self.hashes {
             let inc = node.wait_for_tx(h, Duration::from_secs(60)).await?;
             if inc.code != 0 {
-                bail!("tx {h} failed in block {}: code {} {}", inc.height, inc.code, inc.log);
+                bail!(
+                    "tx {h} failed in block {}: code {} {}",
+                    inc.height,
+                    inc.code,
+                    inc.log
+                );
             }
             max_h = max_h.max(inc.height);
         }
@@ -285,7 +346,10 @@ impl TransferLoad {
         for (addr, want) in &self.expected {
             let got = node.balance(addr, "umag").await?;
             if got != *want {
-                bail!("balance of {addr} on {}: expected {want}, got {got}", node.url);
+                bail!(
+                    "balance of {addr} on {}: expected {want}, got {got}",
+                    node.url
+                );
             }
         }
         Ok(())

@@ -7,8 +7,15 @@ use std::time::Duration;
 
 use magnet_e2e::{Localnet, TransferLoad};
 
-async fn crash_and_recover(net: &mut Localnet, load: &mut TransferLoad, victim: usize, fault: &str) -> anyhow::Result<()> {
-    let nodes: Vec<_> = (0..net.n).map(|i| net.node(i)).collect::<anyhow::Result<_>>()?;
+async fn crash_and_recover(
+    net: &mut Localnet,
+    load: &mut TransferLoad,
+    victim: usize,
+    fault: &str,
+) -> anyhow::Result<()> {
+    let nodes: Vec<_> = (0..net.n)
+        .map(|i| net.node(i))
+        .collect::<anyhow::Result<_>>()?;
     let h = net.height(0).await?;
     net.kill_node(victim);
     net.start_node_with(victim, &[("MAGNETD_FAULT", format!("{fault}:{}", h + 3))])?;
@@ -16,7 +23,10 @@ async fn crash_and_recover(net: &mut Localnet, load: &mut TransferLoad, victim: 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let sender = (victim + 1) % net.n;
     while !net.magnetd_exited(victim) {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "fault {fault} never fired on node{victim}");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "fault {fault} never fired on node{victim}"
+        );
         load.send(sender, &nodes[sender], 3).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -24,7 +34,8 @@ async fn crash_and_recover(net: &mut Localnet, load: &mut TransferLoad, victim: 
     load.wait_all_included(&nodes[sender]).await?;
     net.start_node(victim)?;
     let target = net.height(sender).await?;
-    net.wait_height(victim, target, Duration::from_secs(120)).await?;
+    net.wait_height(victim, target, Duration::from_secs(120))
+        .await?;
     load.check_balances(&nodes[victim]).await?;
     Ok(())
 }

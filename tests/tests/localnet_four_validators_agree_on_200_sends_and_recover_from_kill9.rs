@@ -7,7 +7,8 @@ use std::time::Duration;
 use magnet_e2e::{Localnet, TransferLoad};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn localnet_four_validators_agree_on_200_sends_and_recover_from_kill9() -> anyhow::Result<()> {
+async fn localnet_four_validators_agree_on_200_sends_and_recover_from_kill9() -> anyhow::Result<()>
+{
     let mut net = Localnet::setup(4, 8, 20)?;
     net.start_all()?;
     for i in 0..4 {
@@ -37,7 +38,8 @@ async fn localnet_four_validators_agree_on_200_sends_and_recover_from_kill9() ->
     // Restart it: it must replay/catch up and agree.
     net.start_node(3)?;
     let target = net.height(0).await?;
-    net.wait_height(3, target.max(last_tx_height), Duration::from_secs(120)).await?;
+    net.wait_height(3, target.max(last_tx_height), Duration::from_secs(120))
+        .await?;
     for node in &nodes {
         load.check_balances(node).await?;
     }
