@@ -21,7 +21,7 @@ trap cleanup EXIT INT TERM
 
 wait_blocks() {
   for _ in $(seq 1 120); do
-    h=$("$MAGNETD_BIN" status --node http://127.0.0.60:26657 -o json 2>/dev/null | sed -n 's/.*"latest_block_height":"\([0-9]*\)".*/\1/p')
+    h=$("$MAGNETD_BIN" status --node http://127.0.0.60:26657 -o json 2>/dev/null | sed -n 's/.*"latest_block_height":"\([0-9]*\)".*/\1/p' || true)
     [ "${h:-0}" -ge 3 ] && return 0; sleep 0.5
   done
   echo "localnet did not start" >&2; return 1

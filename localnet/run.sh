@@ -22,7 +22,7 @@ md() { "$MAGNETD_BIN" "$@"; }
 
 echo "localnet: waiting for the first blocks"
 for _ in $(seq 1 60); do
-  h=$(md status --node "${nodes[0]}" -o json 2>/dev/null | sed -n 's/.*"latest_block_height":"\([0-9]*\)".*/\1/p')
+  h=$(md status --node "${nodes[0]}" -o json 2>/dev/null | sed -n 's/.*"latest_block_height":"\([0-9]*\)".*/\1/p' || true)
   [ "${h:-0}" -ge 2 ] && break; sleep 1
 done
 to="$(md keys show user1 -a --home "$dir/client")"
@@ -37,7 +37,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
   line=""
   for nd in "${nodes[@]}"; do
     st=$(md status --node "$nd" -o json 2>/dev/null || echo '{}')
-    h=$(echo "$st" | sed -n 's/.*"latest_block_height":"\([0-9]*\)".*/\1/p')
+    h=$(echo "$st" | sed -n 's/.*"latest_block_height":"\([0-9]*\)".*/\1/p' || true)
     a=$(echo "$st" | sed -n 's/.*"latest_app_hash":"\([0-9a-f]\{8\}\).*/\1/p')
     line="$line  h=${h:-?} app=${a:-?}"
   done
