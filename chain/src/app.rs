@@ -59,6 +59,9 @@ pub struct App {
     /// CheckTx state: committed state plus the txs accepted into the mempool since.
     mempool: StateDelta<Snapshot>,
     fault: Option<Fault>,
+    sigs: tx::SigCache,
+    /// Params and chain id of the committed state, reloaded after every commit.
+    cached: Option<(ChainParams, String)>,
 }
 
 fn tx_error_result(e: &TxError) -> ExecTxResult {
@@ -78,6 +81,8 @@ impl App {
             pending: std::sync::Mutex::new(None),
             mempool,
             fault: Fault::from_env(),
+            sigs: tx::SigCache::default(),
+            cached: None,
         }
     }
 
@@ -172,6 +177,18 @@ impl App {
 
     fn reset_mempool(&mut self) {
         self.mempool = StateDelta::new(self.storage.latest_snapshot());
+        self.cached = None;
+    }
+
+    /// Params and chain id of the last committed state (one read per block, not per tx).
+    async fn committed_params(&mut self) -> TxResult<(ChainParams, String)> {
+        if let Some(c) = &self.cached {
+            return Ok(c.clone());
+        }
+        let snap = self.storage.latest_snapshot();
+        let c = (Self::params(&snap).await?, Self::chain_id(&snap).await?);
+        self.cached = Some(c.clone());
+        Ok(c)
     }
 
     pub async fn params<S: StateRead>(state: &S) -> TxResult<ChainParams> {
@@ -208,12 +225,19 @@ impl App {
     }
 
     async fn check_tx_inner(&mut self, raw: &[u8]) -> TxResult<(i64, i64, Vec<Event>)> {
-        let params = Self::params(&self.mempool).await?;
+        let (params, chain_id) = self.committed_params().await?;
         let decoded = tx::decode(raw, &params)?;
-        let chain_id = Self::chain_id(&self.mempool).await?;
         let height = self.committed_height().saturating_add(1);
         let mut child = StateDelta::new(&mut self.mempool);
-        let events = tx::execute(&mut child, &decoded, &chain_id, height, &params).await?;
+        let events = tx::execute(
+            &mut child,
+            &decoded,
+            &chain_id,
+            height,
+            &params,
+            &mut self.sigs,
+        )
+        .await?;
         child.apply();
         Ok((
             i64::try_from(decoded.gas_limit).unwrap_or(i64::MAX),
@@ -309,7 +333,16 @@ impl App {
                 Err(e) => tx_error_result(&e),
                 Ok(decoded) => {
                     let mut child = StateDelta::new(&mut delta);
-                    match tx::execute(&mut child, &decoded, &chain_id, height, &params).await {
+                    match tx::execute(
+                        &mut child,
+                        &decoded,
+                        &chain_id,
+                        height,
+                        &params,
+                        &mut self.sigs,
+                    )
+                    .await
+                    {
                         Ok(events) => {
                             child.apply();
                             ExecTxResult {

@@ -33,11 +33,17 @@ pub fn validate_address(address: &str) -> TxResult<String> {
 }
 
 /// Address of a compressed secp256k1 key: bech32(RIPEMD-160(SHA-256(key))), as in the Cosmos SDK.
+/// Only the encoding is checked here (33 bytes, 0x02/0x03 prefix): decompressing the
+/// point costs a square root, and signature verification checks the point anyway.
 pub fn address_of(pub_key: &[u8]) -> TxResult<String> {
-    let vk = VerifyingKey::from_sec1_bytes(pub_key)
-        .map_err(|e| TxError::InvalidPubKey(format!("expected a secp256k1 key: {e}")))?;
-    let pk = cosmrs::crypto::PublicKey::from(vk);
-    pk.account_id(ADDRESS_PREFIX)
+    if pub_key.len() != 33 || !matches!(pub_key[0], 0x02 | 0x03) {
+        return Err(TxError::InvalidPubKey(format!(
+            "expected a 33-byte compressed secp256k1 key (0x02/0x03 prefix), got {} bytes",
+            pub_key.len()
+        )));
+    }
+    let hash = ripemd::Ripemd160::digest(Sha256::digest(pub_key));
+    cosmrs::AccountId::new(ADDRESS_PREFIX, &hash)
         .map(|a| a.to_string())
         .map_err(|e| TxError::InvalidPubKey(e.to_string()))
 }
@@ -143,8 +149,15 @@ mod tests {
     #[test]
     fn addresses_are_validated_with_prefix_and_length() {
         let sk = SigningKey::from_slice(&[9u8; 32]).expect("valid scalar");
-        let addr = address_of(&sk.verifying_key().to_sec1_bytes()).expect("address");
+        let pk = sk.verifying_key().to_sec1_bytes();
+        let addr = address_of(&pk).expect("address");
         assert!(addr.starts_with("magnet1"));
+        // Same derivation as cosmrs (the reference Cosmos implementation in Rust).
+        let reference = cosmrs::crypto::PublicKey::from(*sk.verifying_key())
+            .account_id(ADDRESS_PREFIX)
+            .expect("account id");
+        assert_eq!(addr, reference.to_string());
+        assert_eq!(address_of(&pk[1..]).unwrap_err().code(), 8);
         assert_eq!(validate_address(&addr), Ok(addr.clone()));
         assert_eq!(
             validate_address("cosmos1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqnrql8a")

@@ -14,15 +14,19 @@ use crate::app::App;
 
 type Job = (Request, oneshot::Sender<Result<Response, String>>);
 
+/// Requests are enqueued synchronously in `call`, so the app sees them in exactly the
+/// order each ABCI connection delivered them even when many are in flight (CheckTx
+/// order matters: a sender's sequence numbers arrive in order). Backpressure comes
+/// from tower-abci's per-connection buffer bound.
 #[derive(Clone)]
 pub struct AppHandle {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::UnboundedSender<Job>,
 }
 
 impl AppHandle {
     /// Spawns the task that owns `app` and returns the handle that feeds it.
     pub fn spawn(mut app: App) -> AppHandle {
-        let (tx, mut rx) = mpsc::channel::<Job>(1024);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         tokio::spawn(async move {
             while let Some((req, reply)) = rx.recv().await {
                 let res = dispatch(&mut app, req).await.map_err(|e| format!("{e:#}"));
@@ -35,14 +39,26 @@ impl AppHandle {
         AppHandle { tx }
     }
 
-    pub async fn call(&self, req: Request) -> Result<Response, BoxError> {
+    /// Enqueues a request now and returns a future for its response.
+    pub fn enqueue(
+        &self,
+        req: Request,
+    ) -> impl Future<Output = Result<Response, BoxError>> + Send + 'static {
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.tx
-            .send((req, reply_tx))
-            .await
-            .map_err(|_| "app task stopped")?;
-        let res = reply_rx.await.map_err(|_| "app task dropped the request")?;
-        res.map_err(|e| e.into())
+        let sent = self.tx.send((req, reply_tx)).is_ok();
+        async move {
+            if !sent {
+                return Err("app task stopped".into());
+            }
+            let res = reply_rx
+                .await
+                .map_err(|_| "app task dropped the request")?;
+            res.map_err(|e| e.into())
+        }
+    }
+
+    pub async fn call(&self, req: Request) -> Result<Response, BoxError> {
+        self.enqueue(req).await
     }
 }
 
@@ -83,15 +99,14 @@ impl tower::Service<Request> for AppHandle {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let handle = self.clone();
-        Box::pin(async move { handle.call(req).await })
+        Box::pin(self.enqueue(req))
     }
 }
 
 /// Serves ABCI on `addr` (`tcp://host:port` or `unix:///path`) until the process ends.
 pub async fn serve(app: App, addr: &str) -> anyhow::Result<()> {
     let handle = AppHandle::spawn(app);
-    let (consensus, mempool, snapshot, info) = tower_abci::v038::split::service(handle, 1);
+    let (consensus, mempool, snapshot, info) = tower_abci::v038::split::service(handle, 256);
     let server = tower_abci::v038::Server::builder()
         .consensus(consensus)
         .mempool(mempool)

@@ -73,6 +73,16 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
         return Err(TxError::Decode("expected a TxRaw, got 0 bytes".into()));
     }
     let tx_raw: TxRaw = decode_proto("cosmos.tx.v1beta1.TxRaw", raw)?;
+    // TxRaw is the one unsigned layer: prost would accept unknown or repeated fields,
+    // letting anyone re-encode a valid tx under a new hash. Only the canonical encoding
+    // is accepted, as the Cosmos SDK's decoder does.
+    let canonical_len = tx_raw.encoded_len();
+    if canonical_len != raw.len() || tx_raw.encode_to_vec() != raw {
+        return Err(TxError::Decode(format!(
+            "expected the canonical TxRaw encoding ({canonical_len} bytes), got {} bytes with unknown, repeated or reordered fields",
+            raw.len()
+        )));
+    }
     let body: TxBody = decode_proto("cosmos.tx.v1beta1.TxBody", &tx_raw.body_bytes)?;
     let auth_info: AuthInfo = decode_proto("cosmos.tx.v1beta1.AuthInfo", &tx_raw.auth_info_bytes)?;
 
@@ -249,6 +259,35 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
     })
 }
 
+/// Signatures this node has already verified, keyed by tx hash, with the account
+/// number they were verified under. A signature's validity is a pure function of
+/// (tx bytes, chain-id, account number), so a hit skips the elliptic-curve work
+/// without changing any result: CheckTx, recheck and FinalizeBlock verify each tx once.
+#[derive(Default)]
+pub struct SigCache {
+    verified: std::collections::HashMap<[u8; 32], u64>,
+    order: std::collections::VecDeque<[u8; 32]>,
+}
+
+impl SigCache {
+    const CAPACITY: usize = 200_000;
+
+    fn is_verified(&self, hash: &[u8; 32], account_number: u64) -> bool {
+        self.verified.get(hash) == Some(&account_number)
+    }
+
+    fn insert(&mut self, hash: [u8; 32], account_number: u64) {
+        if self.verified.insert(hash, account_number).is_none() {
+            self.order.push_back(hash);
+            if self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.verified.remove(&old);
+                }
+            }
+        }
+    }
+}
+
 /// Executes a decoded tx: replay protection (chain-id, account number, sequence),
 /// signature, fee, then messages. Returns the tx's events.
 pub async fn execute<S: StateRead + StateWrite>(
@@ -257,6 +296,7 @@ pub async fn execute<S: StateRead + StateWrite>(
     chain_id: &str,
     height: u64,
     params: &ChainParams,
+    sigs: &mut SigCache,
 ) -> TxResult<Vec<Event>> {
     if tx.timeout_height != 0 && height > tx.timeout_height {
         return Err(TxError::TxTimeoutHeight(format!(
@@ -285,13 +325,16 @@ pub async fn execute<S: StateRead + StateWrite>(
     }
     // The sign doc binds chain-id and account number: a tx signed for another chain,
     // or for an account that was re-created, fails here.
-    let sign_doc = SignDoc {
-        body_bytes: tx.body_bytes.clone(),
-        auth_info_bytes: tx.auth_info_bytes.clone(),
-        chain_id: chain_id.to_string(),
-        account_number: acc.account_number,
-    };
-    auth::verify_signature(&tx.signer_pub_key, &sign_doc.encode_to_vec(), &tx.signature)?;
+    if !sigs.is_verified(&tx.hash, acc.account_number) {
+        let sign_doc = SignDoc {
+            body_bytes: tx.body_bytes.clone(),
+            auth_info_bytes: tx.auth_info_bytes.clone(),
+            chain_id: chain_id.to_string(),
+            account_number: acc.account_number,
+        };
+        auth::verify_signature(&tx.signer_pub_key, &sign_doc.encode_to_vec(), &tx.signature)?;
+        sigs.insert(tx.hash, acc.account_number);
+    }
 
     let mut events = Vec::new();
     if tx.fee > 0 {

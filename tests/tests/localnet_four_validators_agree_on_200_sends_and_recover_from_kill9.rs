@@ -53,14 +53,28 @@ async fn localnet_four_validators_agree_on_200_sends_and_recover_from_kill9() ->
         .args(["export", "--home"])
         .arg(net.home(3))
         .output()?;
-    anyhow::ensure!(out.status.success(), "export failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let exported_height = v["height"].as_u64().unwrap_or(0);
-    anyhow::ensure!(exported_height >= h3, "export height {exported_height} < reported {h3}");
+    anyhow::ensure!(
+        exported_height >= h3,
+        "export height {exported_height} < reported {h3}"
+    );
     if exported_height == h3 {
         assert_eq!(v["app_hash"].as_str(), Some(hash3.as_str()));
     }
-    let supply = v["supply"][0]["amount"].as_str().unwrap_or_default().to_string();
-    assert_eq!(supply, (12u128 * 1_000_000_000_000).to_string(), "4 validators + 8 users funded at genesis");
+    let supply = v["supply"][0]["amount"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        supply,
+        (12u128 * 1_000_000_000_000).to_string(),
+        "4 validators + 8 users funded at genesis"
+    );
     Ok(())
 }
