@@ -178,3 +178,86 @@ pub async fn mint<S: StateRead + StateWrite>(
     put_u128(state, state_key::bank::balance(to, denom), new_bal);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnidarium::{StateDelta, TempStorage};
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Mint {
+            to: usize,
+            amount: u128,
+        },
+        Transfer {
+            from: usize,
+            to: usize,
+            amount: u128,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let amount = prop_oneof![0u128..1_000, any::<u128>(), Just(u128::MAX)];
+        prop_oneof![
+            (0usize..4, amount.clone()).prop_map(|(to, amount)| Op::Mint { to, amount }),
+            (0usize..4, 0usize..4, amount).prop_map(|(from, to, amount)| Op::Transfer {
+                from,
+                to,
+                amount
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Supply = Σ balances after any sequence of mints and transfers; a failed
+        /// operation (overflow, insufficient funds) leaves every balance unchanged.
+        #[test]
+        fn supply_equals_sum_of_balances_and_failures_change_nothing(ops in proptest::collection::vec(op(), 1..40)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                let storage = TempStorage::new().await.expect("storage");
+                let mut state = StateDelta::new(storage.latest_snapshot());
+                let addrs: Vec<String> = (0..4).map(|i| crate::auth::module_address(&format!("acct{i}"))).collect();
+                for op in ops {
+                    let before: Vec<u128> = futures::future::join_all(addrs.iter().map(|a| balance(&state, a, "umag"))).await.into_iter().map(|r| r.expect("read")).collect();
+                    let mut child = StateDelta::new(&mut state);
+                    let res = match &op {
+                        Op::Mint { to, amount } => mint(&mut child, &addrs[*to], "umag", *amount).await,
+                        Op::Transfer { from, to, amount } => transfer(&mut child, &addrs[*from], &addrs[*to], "umag", *amount).await,
+                    };
+                    if res.is_ok() {
+                        child.apply();
+                    } else {
+                        drop(child);
+                        let after: Vec<u128> = futures::future::join_all(addrs.iter().map(|a| balance(&state, a, "umag"))).await.into_iter().map(|r| r.expect("read")).collect();
+                        prop_assert_eq!(&before, &after, "failed {:?} changed balances", op);
+                    }
+                    let sum = futures::future::join_all(addrs.iter().map(|a| balance(&state, a, "umag"))).await.into_iter().try_fold(0u128, |acc, r| acc.checked_add(r.expect("read")));
+                    prop_assert_eq!(sum, Some(supply(&state, "umag").await.expect("supply")));
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    #[test]
+    fn denoms_and_amounts_are_validated() {
+        assert!(validate_denom("umag").is_ok());
+        assert!(validate_denom("ibc/ABC-1.x:y_z").is_ok());
+        for bad in ["", "u", "1mag", "um ag", "umag!"] {
+            assert!(validate_denom(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_amount(&u128::MAX.to_string()), Ok(u128::MAX));
+        assert_eq!(
+            parse_amount("340282366920938463463374607431768211456")
+                .unwrap_err()
+                .code(),
+            10
+        );
+        assert_eq!(parse_amount("-1").unwrap_err().code(), 10);
+        assert_eq!(parse_amount("").unwrap_err().code(), 10);
+    }
+}

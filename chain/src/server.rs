@@ -50,9 +50,7 @@ impl AppHandle {
             if !sent {
                 return Err("app task stopped".into());
             }
-            let res = reply_rx
-                .await
-                .map_err(|_| "app task dropped the request")?;
+            let res = reply_rx.await.map_err(|_| "app task dropped the request")?;
             res.map_err(|e| e.into())
         }
     }
