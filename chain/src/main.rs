@@ -532,16 +532,51 @@ async fn run(cli: Cli) -> Result<()> {
                         prove,
                     )
                     .await?;
+                if r.code.is_err() {
+                    bail!("query failed: code {}: {}", r.code.value(), r.log);
+                }
                 let ops = r.proof.as_ref().map(|p| p.ops.iter().map(|o| json!({"type": o.field_type, "key": hex::encode(&o.key), "data": hex::encode(&o.data)})).collect::<Vec<_>>());
+                // The state at height h is committed to by the app hash in header h+1.
+                let verified = match &r.proof {
+                    Some(p) => {
+                        let next = r
+                            .height
+                            .value()
+                            .checked_add(1)
+                            .ok_or_else(|| anyhow!("height overflow"))?;
+                        let mut tries = 0;
+                        let app_hash = loop {
+                            match n.app_hash_at(next).await {
+                                Ok(h) => break hex::decode(h)?,
+                                Err(e) if tries > 50 => return Err(e),
+                                Err(_) => {
+                                    tries += 1;
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                }
+                            }
+                        };
+                        magnet_chain::query::verify_store_proof(
+                            &app_hash,
+                            key.as_bytes(),
+                            &r.value,
+                            p,
+                        )?;
+                        Some(hex::encode(app_hash))
+                    }
+                    None => None,
+                };
                 print(
                     out,
-                    json!({"key": key, "value": hex::encode(&r.value), "height": r.height.value(), "proof": ops}),
+                    json!({"key": key, "value": hex::encode(&r.value), "height": r.height.value(), "proof": ops, "verified_against_app_hash": verified}),
                     || {
                         format!(
-                            "height: {}\nvalue: {}\nproof ops: {}",
+                            "height: {}\nvalue: {}\nproof: {}",
                             r.height.value(),
                             hex::encode(&r.value),
-                            ops.as_ref().map(|o| o.len()).unwrap_or(0)
+                            verified
+                                .as_ref()
+                                .map(|h| format!("verified against app hash {h}"))
+                                .unwrap_or_else(|| "none (use --prove)".into())
                         )
                     },
                 );

@@ -191,3 +191,54 @@ async fn route(s: &Snapshot, req: &request::Query) -> Result<response::Query, re
         ..Default::default()
     })
 }
+
+/// Verifies a `/store` answer against an app hash: membership of `value` under `key`,
+/// or, when `value` is empty, that the key is absent. Returns an error naming what failed.
+pub fn verify_store_proof(
+    app_hash: &[u8],
+    key: &[u8],
+    value: &[u8],
+    proof: &ProofOps,
+) -> anyhow::Result<()> {
+    let [op] = proof.ops.as_slice() else {
+        anyhow::bail!(
+            "expected 1 proof op (single JMT store), got {}",
+            proof.ops.len()
+        );
+    };
+    if op.field_type != PROOF_OP_TYPE {
+        anyhow::bail!(
+            "expected proof op type {PROOF_OP_TYPE}, got {}",
+            op.field_type
+        );
+    }
+    if op.key != key {
+        anyhow::bail!(
+            "proof is for key {}, not {}",
+            hex::encode(&op.key),
+            hex::encode(key)
+        );
+    }
+    let cp = ics23::CommitmentProof::decode(op.data.as_slice())
+        .map_err(|e| anyhow::anyhow!("undecodable ICS23 proof: {e}"))?;
+    let spec = cnidarium::ics23_spec();
+    let root = app_hash.to_vec();
+    let ok = if value.is_empty() {
+        ics23::verify_non_membership::<ics23::HostFunctionsManager>(&cp, &spec, &root, key)
+    } else {
+        ics23::verify_membership::<ics23::HostFunctionsManager>(&cp, &spec, &root, key, value)
+    };
+    if !ok {
+        anyhow::bail!(
+            "ICS23 proof does not verify {} of key {} against app hash {}",
+            if value.is_empty() {
+                "absence"
+            } else {
+                "membership"
+            },
+            String::from_utf8_lossy(key),
+            hex::encode(app_hash)
+        );
+    }
+    Ok(())
+}

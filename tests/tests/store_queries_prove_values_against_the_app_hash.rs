@@ -1,0 +1,143 @@
+//! `/store` queries return ICS23 proofs that verify against the app hash FinalizeBlock
+//! returned: membership for present keys, absence for missing ones, and a tampered
+//! value or a stale app hash fails verification.
+
+use bytes::Bytes;
+use cnidarium::TempStorage;
+use cosmrs::crypto::secp256k1::SigningKey;
+use magnet_chain::client::{GasSettings, TxSigner};
+use magnet_chain::genesis::{AppGenesis, GenesisAccount, GenesisCoin};
+use magnet_chain::query::{verify_store_proof, PATH_STORE};
+use magnet_chain::{state_key, App};
+use tendermint::abci::types::CommitInfo;
+use tendermint::v0_38::abci::request;
+
+const CHAIN_ID: &str = "magnet-proof-1";
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_slice(&[n; 32]).expect("secret")
+}
+
+fn address(n: u8) -> String {
+    key(n)
+        .public_key()
+        .account_id("magnet")
+        .expect("address")
+        .to_string()
+}
+
+fn time(h: i64) -> tendermint::Time {
+    tendermint::Time::from_unix_timestamp(1_700_000_000 + h, 0).expect("time")
+}
+
+async fn store_query(app: &App, k: &str, prove: bool) -> tendermint::v0_38::abci::response::Query {
+    app.query(request::Query {
+        data: Bytes::from(k.as_bytes().to_vec()),
+        path: PATH_STORE.into(),
+        height: 0u32.into(),
+        prove,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn store_queries_prove_values_against_the_app_hash() -> anyhow::Result<()> {
+    let storage = TempStorage::new().await?;
+    let mut app = App::new((*storage).clone());
+    let genesis = AppGenesis {
+        accounts: vec![GenesisAccount {
+            address: address(1),
+            coins: vec![GenesisCoin {
+                denom: "umag".into(),
+                amount: "1000000".into(),
+            }],
+        }],
+        ..Default::default()
+    };
+    let init = app
+        .init_chain(request::InitChain {
+            time: time(0),
+            chain_id: CHAIN_ID.into(),
+            consensus_params: tendermint::consensus::Params {
+                block: tendermint::block::Size {
+                    max_bytes: 1 << 20,
+                    max_gas: -1,
+                    time_iota_ms: 1000,
+                },
+                evidence: tendermint::evidence::Params {
+                    max_age_num_blocks: 1000,
+                    max_age_duration: tendermint::evidence::Duration(
+                        std::time::Duration::from_secs(3600),
+                    ),
+                    max_bytes: 1 << 16,
+                },
+                validator: tendermint::consensus::params::ValidatorParams {
+                    pub_key_types: vec![tendermint::public_key::Algorithm::Ed25519],
+                },
+                version: None,
+                abci: Default::default(),
+            },
+            validators: vec![],
+            app_state_bytes: serde_json::to_vec(&genesis)?.into(),
+            initial_height: 1u32.into(),
+        })
+        .await?;
+    let genesis_hash = init.app_hash.as_bytes().to_vec();
+
+    let tx = TxSigner::new(key(1), CHAIN_ID, 0, 0)?.sign_send(
+        &address(2),
+        &[("umag".into(), 777)],
+        "",
+        GasSettings::default(),
+    )?;
+    let fin = app
+        .finalize_block(request::FinalizeBlock {
+            txs: vec![Bytes::from(tx)],
+            decided_last_commit: CommitInfo {
+                round: Default::default(),
+                votes: vec![],
+            },
+            misbehavior: vec![],
+            hash: tendermint::Hash::None,
+            height: 1u32.into(),
+            time: time(1),
+            next_validators_hash: tendermint::Hash::None,
+            proposer_address: tendermint::account::Id::new([0; 20]),
+        })
+        .await?;
+    assert_eq!(
+        fin.tx_results[0].code.value(),
+        0,
+        "{}",
+        fin.tx_results[0].log
+    );
+    app.commit().await?;
+    let app_hash = fin.app_hash.as_bytes().to_vec();
+    assert_ne!(app_hash, genesis_hash);
+
+    // Membership: the recipient's balance, 777 as 16 big-endian bytes.
+    let k = state_key::bank::balance(&address(2), "umag");
+    let r = store_query(&app, &k, true).await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    assert_eq!(r.height.value(), 1);
+    assert_eq!(r.value.as_ref(), 777u128.to_be_bytes().as_slice());
+    let proof = r.proof.clone().expect("proof requested");
+    verify_store_proof(&app_hash, k.as_bytes(), &r.value, &proof)?;
+
+    // A tampered value, or the pre-block (genesis) app hash, does not verify.
+    let forged = 778u128.to_be_bytes();
+    assert!(verify_store_proof(&app_hash, k.as_bytes(), &forged, &proof).is_err());
+    assert!(verify_store_proof(&genesis_hash, k.as_bytes(), &r.value, &proof).is_err());
+
+    // Absence: a key that was never written.
+    let missing = state_key::bank::balance(&address(3), "umag");
+    let r = store_query(&app, &missing, true).await;
+    assert!(r.value.is_empty());
+    verify_store_proof(&app_hash, missing.as_bytes(), &[], &r.proof.expect("proof"))?;
+
+    // Without --prove: same value, no proof.
+    let plain = store_query(&app, &k, false).await;
+    assert_eq!(plain.value, Bytes::from(777u128.to_be_bytes().to_vec()));
+    assert!(plain.proof.is_none());
+    Ok(())
+}
