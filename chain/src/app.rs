@@ -259,7 +259,11 @@ impl App {
             let Ok(decoded) = tx::decode(&raw, &params) else {
                 continue;
             };
-            let len = u64::try_from(raw.len()).unwrap_or(u64::MAX);
+            // CometBFT counts each tx with its protobuf field overhead (tag + length varint,
+            // at most 1 + 10 bytes); count it too so a full block never exceeds max_tx_bytes.
+            let len = u64::try_from(raw.len())
+                .unwrap_or(u64::MAX)
+                .saturating_add(11);
             let (Some(nb), Some(ng)) = (bytes.checked_add(len), gas.checked_add(decoded.gas_limit))
             else {
                 break;

@@ -1,6 +1,7 @@
 //! `/store` queries return ICS23 proofs that verify against the app hash FinalizeBlock
 //! returned: membership for present keys, absence for missing ones, and a tampered
-//! value or a stale app hash fails verification.
+//! value or a stale app hash fails verification. Also: proposals built and accepted by
+//! the app respect the byte and gas budgets and never carry undecodable txs.
 
 use bytes::Bytes;
 use cnidarium::TempStorage;
@@ -139,5 +140,132 @@ async fn store_queries_prove_values_against_the_app_hash() -> anyhow::Result<()>
     let plain = store_query(&app, &k, false).await;
     assert_eq!(plain.value, Bytes::from(777u128.to_be_bytes().to_vec()));
     assert!(plain.proof.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn proposals_respect_byte_and_gas_budgets() -> anyhow::Result<()> {
+    let storage = TempStorage::new().await?;
+    let mut app = App::new((*storage).clone());
+    let genesis = AppGenesis {
+        accounts: vec![GenesisAccount {
+            address: address(1),
+            coins: vec![GenesisCoin {
+                denom: "umag".into(),
+                amount: "1000000000".into(),
+            }],
+        }],
+        ..Default::default()
+    };
+    app.init_chain(request::InitChain {
+        time: time(0),
+        chain_id: CHAIN_ID.into(),
+        consensus_params: tendermint::consensus::Params {
+            block: tendermint::block::Size {
+                max_bytes: 1 << 20,
+                max_gas: -1,
+                time_iota_ms: 1000,
+            },
+            evidence: tendermint::evidence::Params {
+                max_age_num_blocks: 1000,
+                max_age_duration: tendermint::evidence::Duration(std::time::Duration::from_secs(
+                    3600,
+                )),
+                max_bytes: 1 << 16,
+            },
+            validator: tendermint::consensus::params::ValidatorParams {
+                pub_key_types: vec![tendermint::public_key::Algorithm::Ed25519],
+            },
+            version: None,
+            abci: Default::default(),
+        },
+        validators: vec![],
+        app_state_bytes: serde_json::to_vec(&genesis)?.into(),
+        initial_height: 1u32.into(),
+    })
+    .await?;
+    let mut signer = TxSigner::new(key(1), CHAIN_ID, 0, 0)?;
+    let mut txs: Vec<Bytes> = Vec::new();
+    for _ in 0..10 {
+        txs.push(
+            signer
+                .sign_send(
+                    &address(2),
+                    &[("umag".into(), 1)],
+                    "",
+                    GasSettings::default(),
+                )?
+                .into(),
+        );
+    }
+    let garbage = Bytes::from_static(b"not a tx");
+    let mut with_garbage = txs.clone();
+    with_garbage.insert(3, garbage.clone());
+        let prepare = |txs: Vec<Bytes>, max_tx_bytes: i64| request::PrepareProposal {
+        max_tx_bytes,
+        txs,
+        local_last_commit: None,
+        misbehavior: vec![],
+        height: 1u32.into(),
+        time: time(1),
+        next_validators_hash: tendermint::Hash::None,
+        proposer_address: tendermint::account::Id::new([0; 20]),
+    };
+    // Room for 4 txs with their protobuf overhead: exactly 4 chosen, garbage dropped.
+    let budget = i64::try_from(txs[..4].iter().map(|t| t.len() + 11).sum::<usize>())?;
+    let p = app
+        .prepare_proposal(prepare(with_garbage.clone(), budget))
+        .await?;
+    assert_eq!(p.txs, txs[..4].to_vec());
+    let total: usize = p.txs.iter().map(|t| t.len() + 11).sum();
+    assert!(i64::try_from(total)? <= budget);
+    // Unlimited bytes: all 10 valid txs, in mempool order.
+    let p = app
+        .prepare_proposal(prepare(with_garbage.clone(), i64::MAX))
+        .await?;
+    assert_eq!(p.txs, txs);
+
+    let process = |txs: Vec<Bytes>| request::ProcessProposal {
+        txs,
+        proposed_last_commit: None,
+        misbehavior: vec![],
+        hash: tendermint::Hash::None,
+        height: 1u32.into(),
+        time: time(1),
+        next_validators_hash: tendermint::Hash::None,
+        proposer_address: tendermint::account::Id::new([0; 20]),
+    };
+    use tendermint::abci::response::ProcessProposal;
+    assert_eq!(
+        app.process_proposal(process(txs.clone())).await?,
+        ProcessProposal::Accept
+    );
+    assert_eq!(
+        app.process_proposal(process(with_garbage)).await?,
+        ProcessProposal::Reject
+    );
+    // Declared gas above the block limit: 201 txs × 1M gas > 200M.
+    let big = GasSettings {
+        gas_limit: 1_000_000,
+        fee: 10_000,
+    };
+    let mut heavy: Vec<Bytes> = Vec::new();
+    for _ in 0..201 {
+        heavy.push(
+            signer
+                .sign_send(&address(2), &[("umag".into(), 1)], "", big)?
+                .into(),
+        );
+    }
+    assert_eq!(
+        app.process_proposal(process(heavy.clone())).await?,
+        ProcessProposal::Reject
+    );
+    let p = app.prepare_proposal(prepare(heavy, i64::MAX)).await?;
+    assert_eq!(
+        p.txs.len(),
+        200,
+        "gas budget admits exactly 200 txs of 1M gas"
+    );
     Ok(())
 }
