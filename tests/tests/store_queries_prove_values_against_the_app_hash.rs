@@ -201,7 +201,7 @@ async fn proposals_respect_byte_and_gas_budgets() -> anyhow::Result<()> {
     let garbage = Bytes::from_static(b"not a tx");
     let mut with_garbage = txs.clone();
     with_garbage.insert(3, garbage.clone());
-        let prepare = |txs: Vec<Bytes>, max_tx_bytes: i64| request::PrepareProposal {
+    let prepare = |txs: Vec<Bytes>, max_tx_bytes: i64| request::PrepareProposal {
         max_tx_bytes,
         txs,
         local_last_commit: None,
