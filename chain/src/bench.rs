@@ -7,6 +7,9 @@
 //! sequence numbers reach one mempool in order. A watcher reads every new block from
 //! node 0 and stamps each tx's inclusion time; latency = inclusion − submission.
 
+// Client-side measurement code, not consensus code: float and counter arithmetic is fine here.
+#![allow(clippy::arithmetic_side_effects)]
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;

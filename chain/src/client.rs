@@ -380,7 +380,7 @@ impl Node {
         let hash: tendermint::Hash = txhash
             .parse()
             .map_err(|e| anyhow!("invalid tx hash {txhash}: {e}"))?;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let start = tokio::time::Instant::now();
         loop {
             if let Ok(r) = self.rpc.tx(hash, false).await {
                 return Ok(TxInclusion {
@@ -392,7 +392,7 @@ impl Node {
                     gas_used: r.tx_result.gas_used,
                 });
             }
-            if tokio::time::Instant::now() > deadline {
+            if start.elapsed() > timeout {
                 bail!("tx {txhash} not included within {timeout:?}");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -544,13 +544,13 @@ async fn run(cli: Cli) -> Result<()> {
                             .value()
                             .checked_add(1)
                             .ok_or_else(|| anyhow!("height overflow"))?;
-                        let mut tries = 0;
+                        let mut tries = 0u32;
                         let app_hash = loop {
                             match n.app_hash_at(next).await {
                                 Ok(h) => break hex::decode(h)?,
                                 Err(e) if tries > 50 => return Err(e),
                                 Err(_) => {
-                                    tries += 1;
+                                    tries = tries.saturating_add(1);
                                     tokio::time::sleep(Duration::from_millis(200)).await;
                                 }
                             }

@@ -78,8 +78,8 @@ impl ChainParams {
 
     /// Fee required for a declared gas limit: ceil(gas_limit · price_ppm / 10^6).
     pub fn required_fee(&self, gas_limit: u64) -> u128 {
-        // u64 × u64 fits in u128, so this cannot overflow.
-        let num = u128::from(gas_limit) * u128::from(self.min_gas_price_ppm);
+        // u64 × u64 always fits in u128: the fallback is unreachable.
+        let num = u128::from(gas_limit).saturating_mul(u128::from(self.min_gas_price_ppm));
         num.div_ceil(PPM)
     }
 

@@ -3,6 +3,13 @@
 //! validator as two real processes, `magnetd start` and `cometbft start`.
 //! Every process is killed when the [`Localnet`] is dropped.
 
+// Test code: plain arithmetic and indexing are fine here.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::needless_range_loop,
+    clippy::unwrap_used
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -2,6 +2,13 @@
 //! `query bank balances`, `query account`, `query store --prove` and `status`, each
 //! with `--output json`, sent to different nodes.
 
+// Test code: plain arithmetic and indexing are fine here.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::needless_range_loop,
+    clippy::unwrap_used
+)]
+
 use std::process::Command;
 use std::time::Duration;
 

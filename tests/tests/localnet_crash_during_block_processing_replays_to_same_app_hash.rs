@@ -3,6 +3,13 @@
 //! block's transactions. After a restart, CometBFT's handshake replays the block and
 //! the node's app hash matches the rest of the network.
 
+// Test code: plain arithmetic and indexing are fine here.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::needless_range_loop,
+    clippy::unwrap_used
+)]
+
 use std::time::Duration;
 
 use magnet_e2e::{Localnet, TransferLoad};

@@ -2,6 +2,13 @@
 //! accounts, one validator `kill -9`ed mid-load and restarted; it catches up, and every
 //! node ends with the same balances and the same app hash at every height.
 
+// Test code: plain arithmetic and indexing are fine here.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::needless_range_loop,
+    clippy::unwrap_used
+)]
+
 use std::time::Duration;
 
 use magnet_e2e::{Localnet, TransferLoad};

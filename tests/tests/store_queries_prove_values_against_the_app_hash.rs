@@ -3,6 +3,13 @@
 //! value or a stale app hash fails verification. Also: proposals built and accepted by
 //! the app respect the byte and gas budgets and never carry undecodable txs.
 
+// Test code: plain arithmetic and indexing are fine here.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::needless_range_loop,
+    clippy::unwrap_used
+)]
+
 use bytes::Bytes;
 use cnidarium::TempStorage;
 use cosmrs::crypto::secp256k1::SigningKey;
