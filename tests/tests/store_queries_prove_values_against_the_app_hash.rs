@@ -48,8 +48,14 @@ async fn store_query(app: &App, k: &str, prove: bool) -> tendermint::v0_38::abci
     .await
 }
 
-#[tokio::test]
-async fn store_queries_prove_values_against_the_app_hash() -> anyhow::Result<()> {
+/// An app on a fresh temporary RocksDB with account 1 funded with `umag` at genesis.
+async fn new_app(
+    umag: &str,
+) -> anyhow::Result<(
+    TempStorage,
+    App,
+    tendermint::v0_38::abci::response::InitChain,
+)> {
     let storage = TempStorage::new().await?;
     let mut app = App::new((*storage).clone());
     let genesis = AppGenesis {
@@ -57,7 +63,7 @@ async fn store_queries_prove_values_against_the_app_hash() -> anyhow::Result<()>
             address: address(1),
             coins: vec![GenesisCoin {
                 denom: "umag".into(),
-                amount: "1000000".into(),
+                amount: umag.into(),
             }],
         }],
         ..Default::default()
@@ -90,6 +96,12 @@ async fn store_queries_prove_values_against_the_app_hash() -> anyhow::Result<()>
             initial_height: 1u32.into(),
         })
         .await?;
+    Ok((storage, app, init))
+}
+
+#[tokio::test]
+async fn store_queries_prove_values_against_the_app_hash() -> anyhow::Result<()> {
+    let (_storage, mut app, init) = new_app("1000000").await?;
     let genesis_hash = init.app_hash.as_bytes().to_vec();
 
     let tx = TxSigner::new(key(1), CHAIN_ID, 0, 0)?.sign_send(
@@ -152,45 +164,7 @@ async fn store_queries_prove_values_against_the_app_hash() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn proposals_respect_byte_and_gas_budgets() -> anyhow::Result<()> {
-    let storage = TempStorage::new().await?;
-    let mut app = App::new((*storage).clone());
-    let genesis = AppGenesis {
-        accounts: vec![GenesisAccount {
-            address: address(1),
-            coins: vec![GenesisCoin {
-                denom: "umag".into(),
-                amount: "1000000000".into(),
-            }],
-        }],
-        ..Default::default()
-    };
-    app.init_chain(request::InitChain {
-        time: time(0),
-        chain_id: CHAIN_ID.into(),
-        consensus_params: tendermint::consensus::Params {
-            block: tendermint::block::Size {
-                max_bytes: 1 << 20,
-                max_gas: -1,
-                time_iota_ms: 1000,
-            },
-            evidence: tendermint::evidence::Params {
-                max_age_num_blocks: 1000,
-                max_age_duration: tendermint::evidence::Duration(std::time::Duration::from_secs(
-                    3600,
-                )),
-                max_bytes: 1 << 16,
-            },
-            validator: tendermint::consensus::params::ValidatorParams {
-                pub_key_types: vec![tendermint::public_key::Algorithm::Ed25519],
-            },
-            version: None,
-            abci: Default::default(),
-        },
-        validators: vec![],
-        app_state_bytes: serde_json::to_vec(&genesis)?.into(),
-        initial_height: 1u32.into(),
-    })
-    .await?;
+    let (_storage, mut app, _) = new_app("1000000000").await?;
     let mut signer = TxSigner::new(key(1), CHAIN_ID, 0, 0)?;
     let mut txs: Vec<Bytes> = Vec::new();
     for _ in 0..10 {
