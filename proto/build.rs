@@ -1,5 +1,5 @@
 fn main() -> std::io::Result<()> {
-    let protos = ["magnet/chain/v1/types.proto"];
+    let protos = ["magnet/chain/v1/types.proto", "magnet/compute/v1/tx.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

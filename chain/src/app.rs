@@ -158,6 +158,12 @@ impl App {
             state_key::chain::params().into(),
             serde_json::to_vec(&genesis.params)?,
         );
+        crate::compute::put_params(&mut delta, &genesis.compute)?;
+        let t0 = req.time.unix_timestamp_nanos();
+        delta.put_raw(
+            state_key::chain::block_time().into(),
+            t0.to_be_bytes().to_vec(),
+        );
         for acc in &genesis.accounts {
             auth::ensure_account(&mut delta, &acc.address).await?;
             for c in &acc.coins {
@@ -199,6 +205,20 @@ impl App {
         }
     }
 
+    /// Time of the last block written to `state`, unix seconds (genesis time before block 1).
+    pub async fn block_time_secs<S: StateRead>(state: &S) -> TxResult<i64> {
+        match state.get_raw(state_key::chain::block_time()).await? {
+            Some(raw) => {
+                let arr: [u8; 16] = raw.as_slice().try_into().map_err(|_| {
+                    TxError::Internal("corrupt block time: expected 16 bytes".into())
+                })?;
+                let secs = i128::from_be_bytes(arr).div_euclid(1_000_000_000);
+                i64::try_from(secs).map_err(|_| TxError::Internal("block time out of range".into()))
+            }
+            None => Ok(0),
+        }
+    }
+
     pub async fn chain_id<S: StateRead>(state: &S) -> TxResult<String> {
         let raw = state
             .get_raw(state_key::chain::chain_id())
@@ -228,12 +248,15 @@ impl App {
         let (params, chain_id) = self.committed_params().await?;
         let decoded = tx::decode(raw, &params)?;
         let height = self.committed_height().saturating_add(1);
+        // CheckTx runs against the last committed block's time.
+        let time = Self::block_time_secs(&self.mempool).await?;
+        let ctx = crate::compute::BlockCtx { height, time };
         let mut child = StateDelta::new(&mut self.mempool);
         let events = tx::execute(
             &mut child,
             &decoded,
             &chain_id,
-            height,
+            ctx,
             &params,
             &mut self.sigs,
         )
@@ -326,6 +349,10 @@ impl App {
             state_key::chain::block_time().into(),
             t.to_be_bytes().to_vec(),
         );
+        let ctx = crate::compute::BlockCtx {
+            height,
+            time: req.time.unix_timestamp(),
+        };
 
         let mut tx_results = Vec::with_capacity(req.txs.len());
         let half = req.txs.len() / 2;
@@ -341,7 +368,7 @@ impl App {
                         &mut child,
                         &decoded,
                         &chain_id,
-                        height,
+                        ctx,
                         &params,
                         &mut self.sigs,
                     )
@@ -368,6 +395,13 @@ impl App {
             tx_results.push(result);
         }
 
+        // End of block: bounded x-compute work (matured unbondings).
+        let mut events = vec![Event::new(
+            "magnet_block",
+            [("txs", req.txs.len().to_string()).index()],
+        )];
+        events.extend(crate::compute::end_block(&mut delta, ctx).await?);
+
         let staged = self.storage.prepare_commit(delta).await?;
         let app_hash = staged.root_hash().0.to_vec();
         *self
@@ -376,10 +410,7 @@ impl App {
             .map_err(|_| anyhow::anyhow!("pending lock poisoned"))? = Some(staged);
         self.maybe_crash(FaultPoint::BeforeCommit, height);
         Ok(response::FinalizeBlock {
-            events: vec![Event::new(
-                "magnet_block",
-                [("txs", req.txs.len().to_string()).index()],
-            )],
+            events,
             tx_results,
             validator_updates: vec![],
             consensus_param_updates: None,

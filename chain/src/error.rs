@@ -52,6 +52,13 @@ pub enum TxError {
     HighS(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error of another module, with that module's own codespace and code.
+    #[error("{message}")]
+    Module {
+        codespace: &'static str,
+        code: u32,
+        message: String,
+    },
 }
 
 impl TxError {
@@ -79,11 +86,15 @@ impl TxError {
             TxError::TooManyMessages(_) => 43,
             TxError::HighS(_) => 44,
             TxError::Internal(_) => 1,
+            TxError::Module { code, .. } => *code,
         }
     }
 
     pub fn codespace(&self) -> &'static str {
-        CODESPACE
+        match self {
+            TxError::Module { codespace, .. } => codespace,
+            _ => CODESPACE,
+        }
     }
 }
 
@@ -92,5 +103,15 @@ pub type TxResult<T> = Result<T, TxError>;
 impl From<anyhow::Error> for TxError {
     fn from(e: anyhow::Error) -> Self {
         TxError::Internal(format!("{e:#}"))
+    }
+}
+
+impl From<magnet_x_compute::ComputeError> for TxError {
+    fn from(e: magnet_x_compute::ComputeError) -> Self {
+        TxError::Module {
+            codespace: e.codespace(),
+            code: e.code(),
+            message: e.to_string(),
+        }
     }
 }

@@ -26,12 +26,18 @@ pub struct AppGenesis {
     pub params: ChainParams,
     #[serde(default)]
     pub accounts: Vec<GenesisAccount>,
+    /// x-compute parameters (tiers, bonds, emission, slashing, windows).
+    #[serde(default)]
+    pub compute: magnet_x_compute::ComputeParams,
 }
 
 impl AppGenesis {
     /// Checks everything InitChain relies on, so a bad genesis fails before any block.
     pub fn validate(&self) -> Result<(), String> {
         self.params.validate()?;
+        self.compute
+            .validate()
+            .map_err(|e| format!("compute params: {e}"))?;
         let mut seen = BTreeSet::new();
         let mut supply: std::collections::BTreeMap<&str, u128> = Default::default();
         for acc in &self.accounts {

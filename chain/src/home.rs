@@ -388,6 +388,7 @@ pub async fn export(home: &Path) -> Result<Value> {
         bail!("no committed state in {}", db_path(home).display());
     }
     let params = crate::App::params(&snap).await?;
+    let compute = crate::compute::params(&snap).await?;
     let chain_id = crate::App::chain_id(&snap).await?;
     let mut accounts = Vec::new();
     let mut stream = Box::pin(cnidarium::StateRead::prefix_raw(
@@ -424,7 +425,7 @@ pub async fn export(home: &Path) -> Result<Value> {
         "chain_id": chain_id,
         "height": version,
         "app_hash": hex::encode(root.0),
-        "app_state": AppGenesis { params, accounts },
+        "app_state": AppGenesis { params, accounts, compute },
         "auth": sequences,
         "supply": supply.into_iter().map(|(d, a)| serde_json::json!({"denom": d, "amount": a.to_string()})).collect::<Vec<_>>(),
     });

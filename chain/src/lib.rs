@@ -14,6 +14,7 @@ pub mod app;
 pub mod auth;
 pub mod bank;
 pub mod client;
+pub mod compute;
 pub mod error;
 pub mod genesis;
 pub mod home;

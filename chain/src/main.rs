@@ -157,6 +157,69 @@ struct TxFlags {
 enum TxCmd {
     #[command(subcommand)]
     Bank(BankTx),
+    /// x-compute: the bonded worker registry.
+    #[command(subcommand)]
+    Compute(ComputeTx),
+}
+
+#[derive(Args, Clone)]
+struct HardwareArgs {
+    #[arg(long, default_value_t = 0)]
+    cpu_cores: u32,
+    #[arg(long, default_value_t = 0)]
+    ram_mb: u64,
+    #[arg(long, default_value = "")]
+    gpu_model: String,
+    #[arg(long, default_value_t = 0)]
+    gpu_vram_mb: u64,
+    /// SSD provisioning report (from `magnet-worker provision`): 4 KB random read MB/s.
+    #[arg(long, default_value_t = 0)]
+    ssd_read_mbps: u64,
+    #[arg(long, default_value_t = 0)]
+    ssd_write_mbps: u64,
+    #[arg(long, default_value_t = 0)]
+    ssd_blocks: u64,
+}
+
+#[derive(Subcommand)]
+enum ComputeTx {
+    /// Register as a worker: `magnetd tx compute register-worker <key> --tier gpu_compute --bond 1000000000umag`.
+    RegisterWorker {
+        key: String,
+        #[arg(long)]
+        tier: String,
+        #[arg(long)]
+        bond: String,
+        #[command(flatten)]
+        hw: HardwareArgs,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+    /// Liveness heartbeat.
+    Heartbeat {
+        key: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+    /// Begin unbonding (bond returns after the unbonding delay).
+    Unbond {
+        key: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+}
+
+#[derive(Subcommand)]
+enum ComputeQuery {
+    Worker {
+        address: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    Params {
+        #[command(flatten)]
+        node: NodeArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -175,6 +238,9 @@ enum BankTx {
 enum QueryCmd {
     #[command(subcommand)]
     Bank(BankQuery),
+    /// x-compute records.
+    #[command(subcommand)]
+    Compute(ComputeQuery),
     /// Account number, sequence and public key.
     Account {
         address: String,
@@ -223,6 +289,67 @@ fn resolve_address(home: &std::path::Path, s: &str) -> Result<String> {
     } else {
         Ok(Keyring::open(home).get(s)?.address)
     }
+}
+
+fn any_of<M: prost::Message>(type_url: &str, msg: &M) -> cosmrs::Any {
+    cosmrs::Any {
+        type_url: type_url.to_string(),
+        value: msg.encode_to_vec(),
+    }
+}
+
+/// Signs `msgs` with keyring key `key`, broadcasts, and (unless --no-wait) waits for
+/// the block; prints the outcome and exits non-zero on rejection.
+async fn send_tx(
+    out: Output,
+    home: &std::path::Path,
+    key: &str,
+    flags: &TxFlags,
+    msgs: Vec<cosmrs::Any>,
+) -> Result<()> {
+    let _ = flags.yes;
+    let node = Node::connect(&flags.node.node)?;
+    let kf = Keyring::open(home).get(key)?;
+    let fee = match &flags.fees {
+        Some(f) => match parse_coins_arg(f)?.as_slice() {
+            [(d, a)] if d == magnet_chain::params::BOND_DENOM => *a,
+            _ => bail!("expected --fees in umag, got {f}"),
+        },
+        None => magnet_chain::params::ChainParams::default().required_fee(flags.gas),
+    };
+    let mut signer = node
+        .signer_for(kf.signing_key()?, flags.chain_id.as_deref())
+        .await?;
+    let tx = signer.sign_msgs(
+        msgs,
+        &flags.memo,
+        GasSettings {
+            gas_limit: flags.gas,
+            fee,
+        },
+    )?;
+    let r = node.broadcast(tx).await?;
+    if r.code != 0 {
+        print(out, json!(r), || {
+            format!("rejected: code {} ({}): {}", r.code, r.codespace, r.log)
+        });
+        std::process::exit(1);
+    }
+    if flags.no_wait {
+        print(out, json!(r), || format!("txhash: {}", r.txhash));
+        return Ok(());
+    }
+    let inc = node.wait_for_tx(&r.txhash, Duration::from_secs(30)).await?;
+    print(out, json!(inc), || {
+        format!(
+            "txhash: {} height: {} code: {} {}",
+            inc.txhash, inc.height, inc.code, inc.log
+        )
+    });
+    if inc.code != 0 {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -397,56 +524,141 @@ async fn run(cli: Cli) -> Result<()> {
             amount,
             flags,
         })) => {
-            let _ = flags.yes;
-            let node = Node::connect(&flags.node.node)?;
-            let key = Keyring::open(&home).get(&from)?;
             let to = magnet_chain::auth::validate_address(&to)?;
             let coins = parse_coins_arg(&amount)?;
-            let fee = match &flags.fees {
-                Some(f) => {
-                    let c = parse_coins_arg(f)?;
-                    match c.as_slice() {
-                        [(d, a)] if d == magnet_chain::params::BOND_DENOM => *a,
-                        _ => bail!("expected --fees in umag, got {f}"),
-                    }
-                }
-                None => magnet_chain::params::ChainParams::default().required_fee(flags.gas),
+            let from_addr = Keyring::open(&home).get(&from)?.address;
+            let msg = cosmrs::bank::MsgSend {
+                from_address: from_addr.parse().map_err(|e| anyhow!("{e}"))?,
+                to_address: to.parse().map_err(|e| anyhow!("{e}"))?,
+                amount: coins
+                    .iter()
+                    .map(|(d, a)| {
+                        Ok(cosmrs::Coin {
+                            denom: d.parse().map_err(|e| anyhow!("{e}"))?,
+                            amount: *a,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
             };
-            let mut signer = node
-                .signer_for(key.signing_key()?, flags.chain_id.as_deref())
-                .await?;
-            let tx = signer.sign_send(
-                &to,
-                &coins,
-                &flags.memo,
-                GasSettings {
-                    gas_limit: flags.gas,
-                    fee,
-                },
-            )?;
-            let r = node.broadcast(tx).await?;
-            if r.code != 0 {
-                print(out, json!(r), || {
-                    format!("rejected: code {} ({}): {}", r.code, r.codespace, r.log)
-                });
-                std::process::exit(1);
-            }
-            if flags.no_wait {
-                print(out, json!(r), || format!("txhash: {}", r.txhash));
-            } else {
-                let inc = node.wait_for_tx(&r.txhash, Duration::from_secs(30)).await?;
-                print(out, json!(inc), || {
-                    format!(
-                        "txhash: {} height: {} code: {} {}",
-                        inc.txhash, inc.height, inc.code, inc.log
+            let any = cosmrs::tx::Msg::to_any(&msg).map_err(|e| anyhow!("{e}"))?;
+            send_tx(out, &home, &from, &flags, vec![any]).await?;
+        }
+        Cmd::Tx(TxCmd::Compute(c)) => {
+            use magnet_proto::magnet::compute::v1 as pb;
+            let (key, flags, any) = match c {
+                ComputeTx::RegisterWorker {
+                    key,
+                    tier,
+                    bond,
+                    hw,
+                    flags,
+                } => {
+                    let owner = Keyring::open(&home).get(&key)?.address;
+                    let bond = match parse_coins_arg(&bond)?.as_slice() {
+                        [(d, a)] if d == magnet_chain::params::BOND_DENOM => *a,
+                        _ => bail!("expected --bond in umag, got {bond}"),
+                    };
+                    let msg = pb::MsgRegisterWorker {
+                        owner,
+                        tier,
+                        bond_amount: bond.to_string(),
+                        hardware: Some(pb::HardwareProfile {
+                            cpu_cores: hw.cpu_cores,
+                            ram_mb: hw.ram_mb,
+                            gpu_model: hw.gpu_model,
+                            gpu_vram_mb: hw.gpu_vram_mb,
+                            ssd_read_mbps: hw.ssd_read_mbps,
+                            ssd_write_mbps: hw.ssd_write_mbps,
+                            ssd_blocks_tested: hw.ssd_blocks,
+                        }),
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_REGISTER_WORKER_TYPE_URL, &msg),
                     )
-                });
-                if inc.code != 0 {
-                    std::process::exit(1);
                 }
-            }
+                ComputeTx::Heartbeat { key, flags } => {
+                    let owner = Keyring::open(&home).get(&key)?.address;
+                    (
+                        key,
+                        flags,
+                        any_of(
+                            magnet_chain::tx::MSG_HEARTBEAT_TYPE_URL,
+                            &pb::MsgHeartbeat { owner },
+                        ),
+                    )
+                }
+                ComputeTx::Unbond { key, flags } => {
+                    let owner = Keyring::open(&home).get(&key)?.address;
+                    (
+                        key,
+                        flags,
+                        any_of(
+                            magnet_chain::tx::MSG_BEGIN_UNBOND_TYPE_URL,
+                            &pb::MsgBeginUnbond { owner },
+                        ),
+                    )
+                }
+            };
+            send_tx(out, &home, &key, &flags, vec![any]).await?;
         }
         Cmd::Query(q) => match q {
+            QueryCmd::Compute(ComputeQuery::Worker { address, node }) => {
+                let addr = resolve_address(&home, &address)?;
+                let n = Node::connect(&node.node)?;
+                let r = n
+                    .rpc
+                    .abci_query(
+                        Some(magnet_chain::query::PATH_COMPUTE_WORKER.into()),
+                        addr.as_bytes().to_vec(),
+                        None,
+                        false,
+                    )
+                    .await?;
+                if r.code.is_err() {
+                    bail!(
+                        "query failed: code {} ({}): {}",
+                        r.code.value(),
+                        r.codespace,
+                        r.log
+                    );
+                }
+                let w: magnet_proto::magnet::compute::v1::Worker =
+                    magnet_chain::app::decode_msg(&r.value)?;
+                let hw = w.hardware.clone().unwrap_or_default();
+                let v = json!({
+                    "owner": w.owner, "node_id": w.node_id, "tier": w.tier, "requested_tier": w.requested_tier,
+                    "bond": w.bond, "registered_height": w.registered_height.to_string(),
+                    "last_heartbeat_time": w.last_heartbeat_time.to_string(), "unbonding": w.unbonding,
+                    "unbond_complete_time": w.unbond_complete_time.to_string(),
+                    "hardware": {"cpu_cores": hw.cpu_cores, "ram_mb": hw.ram_mb.to_string(), "gpu_model": hw.gpu_model,
+                        "gpu_vram_mb": hw.gpu_vram_mb.to_string(), "ssd_read_mbps": hw.ssd_read_mbps.to_string(),
+                        "ssd_write_mbps": hw.ssd_write_mbps.to_string(), "ssd_blocks_tested": hw.ssd_blocks_tested.to_string()},
+                });
+                print(out, v.clone(), || {
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                });
+            }
+            QueryCmd::Compute(ComputeQuery::Params { node }) => {
+                let n = Node::connect(&node.node)?;
+                let r = n
+                    .rpc
+                    .abci_query(
+                        Some(magnet_chain::query::PATH_COMPUTE_PARAMS.into()),
+                        Vec::new(),
+                        None,
+                        false,
+                    )
+                    .await?;
+                if r.code.is_err() {
+                    bail!("query failed: code {}: {}", r.code.value(), r.log);
+                }
+                let v: serde_json::Value = serde_json::from_slice(&r.value)?;
+                print(out, v.clone(), || {
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                });
+            }
             QueryCmd::Bank(BankQuery::Balances { address, node }) => {
                 let addr = resolve_address(&home, &address)?;
                 let n = Node::connect(&node.node)?;

@@ -28,6 +28,8 @@ pub const PATH_TOTAL_SUPPLY: &str = "/cosmos.bank.v1beta1.Query/TotalSupply";
 pub const PATH_SUPPLY_OF: &str = "/cosmos.bank.v1beta1.Query/SupplyOf";
 pub const PATH_PARAMS: &str = "/magnet.chain.v1.Query/Params";
 pub const PATH_STORE: &str = "/store";
+pub const PATH_COMPUTE_WORKER: &str = "/magnet.compute.v1.Query/Worker";
+pub const PATH_COMPUTE_PARAMS: &str = "/magnet.compute.v1.Query/Params";
 /// ProofOp type of a JMT ICS23 commitment proof.
 pub const PROOF_OP_TYPE: &str = "ics23:jmt";
 
@@ -146,6 +148,20 @@ async fn route(s: &Snapshot, req: &request::Query) -> Result<response::Query, re
         }
         PATH_PARAMS => {
             let p = App::params(s).await.map_err(from_tx_err)?;
+            serde_json::to_vec(&p).map_err(|e| App::query_error(1, e.to_string()))?
+        }
+        PATH_COMPUTE_WORKER => {
+            let addr = std::str::from_utf8(&req.data)
+                .map_err(|_| App::query_error(7, "expected a utf-8 address in query data".into()))?;
+            let addr = auth::validate_address(addr).map_err(from_tx_err)?;
+            crate::compute::worker(s, &addr)
+                .await
+                .map_err(from_tx_err)?
+                .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("worker {addr} not found")))?
+                .encode_to_vec()
+        }
+        PATH_COMPUTE_PARAMS => {
+            let p = crate::compute::params(s).await.map_err(from_tx_err)?;
             serde_json::to_vec(&p).map_err(|e| App::query_error(1, e.to_string()))?
         }
         PATH_STORE => {

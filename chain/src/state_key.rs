@@ -31,6 +31,25 @@ pub mod auth {
     }
 }
 
+pub mod compute {
+    pub fn params() -> &'static str {
+        "compute/params"
+    }
+    pub fn worker_prefix() -> &'static str {
+        "compute/worker/"
+    }
+    pub fn worker(owner: &str) -> String {
+        format!("compute/worker/{owner}")
+    }
+    /// Unbonding queue ordered by completion time: zero-padded so byte order = time order.
+    pub fn unbonding_prefix() -> &'static str {
+        "compute/unbonding/"
+    }
+    pub fn unbonding(complete_time: i64, owner: &str) -> String {
+        format!("compute/unbonding/{:020}/{owner}", complete_time.max(0))
+    }
+}
+
 pub mod bank {
     pub fn balance_prefix() -> &'static str {
         "bank/balance/"

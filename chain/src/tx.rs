@@ -24,18 +24,50 @@ use crate::{auth, bank};
 
 pub const MSG_SEND_TYPE_URL: &str = "/cosmos.bank.v1beta1.MsgSend";
 pub const SECP256K1_PUBKEY_TYPE_URL: &str = "/cosmos.crypto.secp256k1.PubKey";
+pub const MSG_REGISTER_WORKER_TYPE_URL: &str = "/magnet.compute.v1.MsgRegisterWorker";
+pub const MSG_HEARTBEAT_TYPE_URL: &str = "/magnet.compute.v1.MsgHeartbeat";
+pub const MSG_BEGIN_UNBOND_TYPE_URL: &str = "/magnet.compute.v1.MsgBeginUnbond";
+const KNOWN_TYPE_URLS: [&str; 4] = [
+    MSG_SEND_TYPE_URL,
+    MSG_REGISTER_WORKER_TYPE_URL,
+    MSG_HEARTBEAT_TYPE_URL,
+    MSG_BEGIN_UNBOND_TYPE_URL,
+];
 
 /// Name of the module account that collects fees.
 pub const FEE_COLLECTOR: &str = "fee_collector";
 
 /// A message the chain knows how to execute.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
     Send {
         from: String,
         to: String,
         coins: BTreeMap<String, u128>,
     },
+    RegisterWorker {
+        owner: String,
+        tier: magnet_x_compute::Tier,
+        bond: u128,
+        hardware: magnet_proto::magnet::compute::v1::HardwareProfile,
+    },
+    Heartbeat {
+        owner: String,
+    },
+    BeginUnbond {
+        owner: String,
+    },
+}
+
+/// Every message is signed by its owner: anything else is unauthorized.
+fn owner_is_signer(kind: &str, owner: &str, signer: &str) -> TxResult<String> {
+    let owner = auth::validate_address(owner)?;
+    if owner != signer {
+        return Err(TxError::Unauthorized(format!(
+            "{kind} owner must be the signer: expected {signer}, got {owner}"
+        )));
+    }
+    Ok(owner)
 }
 
 /// A tx that passed every stateless check.
@@ -220,9 +252,38 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
                 let coins = bank::parse_coins(&m.amount)?;
                 msgs.push(Msg::Send { from, to, coins });
             }
+            MSG_REGISTER_WORKER_TYPE_URL => {
+                use magnet_proto::magnet::compute::v1::MsgRegisterWorker;
+                let m: MsgRegisterWorker =
+                    decode_proto("magnet.compute.v1.MsgRegisterWorker", &any.value)?;
+                let owner = owner_is_signer("MsgRegisterWorker", &m.owner, &signer)?;
+                let tier: magnet_x_compute::Tier = m.tier.parse()?;
+                let bond = bank::parse_amount(&m.bond_amount)?;
+                msgs.push(Msg::RegisterWorker {
+                    owner,
+                    tier,
+                    bond,
+                    hardware: m.hardware.unwrap_or_default(),
+                });
+            }
+            MSG_HEARTBEAT_TYPE_URL => {
+                use magnet_proto::magnet::compute::v1::MsgHeartbeat;
+                let m: MsgHeartbeat = decode_proto("magnet.compute.v1.MsgHeartbeat", &any.value)?;
+                msgs.push(Msg::Heartbeat {
+                    owner: owner_is_signer("MsgHeartbeat", &m.owner, &signer)?,
+                });
+            }
+            MSG_BEGIN_UNBOND_TYPE_URL => {
+                use magnet_proto::magnet::compute::v1::MsgBeginUnbond;
+                let m: MsgBeginUnbond =
+                    decode_proto("magnet.compute.v1.MsgBeginUnbond", &any.value)?;
+                msgs.push(Msg::BeginUnbond {
+                    owner: owner_is_signer("MsgBeginUnbond", &m.owner, &signer)?,
+                });
+            }
             other => {
                 return Err(TxError::UnknownRequest(format!(
-                    "expected a message type in [{MSG_SEND_TYPE_URL}], got {other:?}"
+                    "expected a message type in {KNOWN_TYPE_URLS:?}, got {other:?}"
                 )))
             }
         }
@@ -294,10 +355,11 @@ pub async fn execute<S: StateRead + StateWrite>(
     state: &mut S,
     tx: &DecodedTx,
     chain_id: &str,
-    height: u64,
+    ctx: crate::compute::BlockCtx,
     params: &ChainParams,
     sigs: &mut SigCache,
 ) -> TxResult<Vec<Event>> {
+    let height = ctx.height;
     if tx.timeout_height != 0 && height > tx.timeout_height {
         return Err(TxError::TxTimeoutHeight(format!(
             "expected block height <= timeout height {}, got {height}",
@@ -391,6 +453,31 @@ pub async fn execute<S: StateRead + StateWrite>(
                         ("amount", amount_str.join(",")).index(),
                     ],
                 ));
+            }
+            Msg::RegisterWorker {
+                owner,
+                tier,
+                bond,
+                hardware,
+            } => {
+                events.extend(
+                    crate::compute::register_worker(
+                        state,
+                        ctx,
+                        owner,
+                        &tx.signer_pub_key,
+                        *tier,
+                        *bond,
+                        hardware,
+                    )
+                    .await?,
+                );
+            }
+            Msg::Heartbeat { owner } => {
+                events.extend(crate::compute::heartbeat(state, ctx, owner).await?)
+            }
+            Msg::BeginUnbond { owner } => {
+                events.extend(crate::compute::begin_unbond(state, ctx, owner).await?)
             }
         }
     }

@@ -11,4 +11,9 @@ pub mod magnet {
             include!(concat!(env!("OUT_DIR"), "/magnet.chain.v1.rs"));
         }
     }
+    pub mod compute {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/magnet.compute.v1.rs"));
+        }
+    }
 }

@@ -737,7 +737,7 @@ async fn balance_overflow_is_code_34_and_leaves_parent_state_untouched() {
             &mut child,
             &decoded,
             CHAIN_ID,
-            1,
+            magnet_chain::compute::BlockCtx { height: 1, time: 0 },
             &params,
             &mut tx::SigCache::default(),
         )
@@ -774,7 +774,7 @@ async fn balance_overflow_is_code_34_and_leaves_parent_state_untouched() {
         &mut child,
         &decoded,
         CHAIN_ID,
-        1,
+        magnet_chain::compute::BlockCtx { height: 1, time: 0 },
         &params,
         &mut tx::SigCache::default(),
     )

@@ -1,0 +1,373 @@
+//! x-compute's worker registry driven through the ABCI app: registration moves the
+//! bond into the bonded pool and binds the node id to the signer's key; storage tiers
+//! with a failing SSD report are demoted; bad registrations get stable `compute` codes
+//! and change nothing; unbonding returns the bond only after the delay.
+
+// Test code: plain arithmetic and indexing are fine here.
+#![allow(clippy::arithmetic_side_effects, clippy::unwrap_used)]
+
+use bytes::Bytes;
+use cnidarium::TempStorage;
+use cosmrs::crypto::secp256k1::SigningKey;
+use magnet_chain::client::{GasSettings, TxSigner};
+use magnet_chain::compute::{self, codes, BONDED_POOL};
+use magnet_chain::genesis::{AppGenesis, GenesisAccount, GenesisCoin};
+use magnet_chain::tx::{
+    MSG_BEGIN_UNBOND_TYPE_URL, MSG_HEARTBEAT_TYPE_URL, MSG_REGISTER_WORKER_TYPE_URL,
+};
+use magnet_chain::{auth, bank, App};
+use magnet_proto::magnet::compute::v1::{
+    HardwareProfile, MsgBeginUnbond, MsgHeartbeat, MsgRegisterWorker,
+};
+use prost::Message;
+use tendermint::abci::types::{CommitInfo, ExecTxResult};
+use tendermint::v0_38::abci::request;
+
+const CHAIN_ID: &str = "magnet-compute-1";
+const FUNDS: u128 = 1_000_000_000_000;
+const GENESIS_TIME: i64 = 1_700_000_000;
+const UNBONDING_DELAY: u64 = 600;
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_slice(&[n; 32]).expect("secret")
+}
+fn address(n: u8) -> String {
+    key(n)
+        .public_key()
+        .account_id("magnet")
+        .expect("address")
+        .to_string()
+}
+fn time(t: i64) -> tendermint::Time {
+    tendermint::Time::from_unix_timestamp(t, 0).expect("time")
+}
+
+struct Chain {
+    _storage: TempStorage,
+    app: App,
+    height: u64,
+    now: i64,
+    seq: [u64; 8],
+}
+
+impl Chain {
+    async fn new() -> Chain {
+        let storage = TempStorage::new().await.expect("storage");
+        let mut app = App::new((*storage).clone());
+        let mut g = AppGenesis {
+            accounts: (1..=4)
+                .map(|n| GenesisAccount {
+                    address: address(n),
+                    coins: vec![GenesisCoin {
+                        denom: "umag".into(),
+                        amount: FUNDS.to_string(),
+                    }],
+                })
+                .collect(),
+            ..Default::default()
+        };
+        g.compute.unbonding_delay_secs = UNBONDING_DELAY;
+        app.init_chain(request::InitChain {
+            time: time(GENESIS_TIME),
+            chain_id: CHAIN_ID.into(),
+            consensus_params: tendermint::consensus::Params {
+                block: tendermint::block::Size {
+                    max_bytes: 1 << 20,
+                    max_gas: -1,
+                    time_iota_ms: 1000,
+                },
+                evidence: tendermint::evidence::Params {
+                    max_age_num_blocks: 1000,
+                    max_age_duration: tendermint::evidence::Duration(
+                        std::time::Duration::from_secs(3600),
+                    ),
+                    max_bytes: 1 << 16,
+                },
+                validator: tendermint::consensus::params::ValidatorParams {
+                    pub_key_types: vec![tendermint::public_key::Algorithm::Ed25519],
+                },
+                version: None,
+                abci: Default::default(),
+            },
+            validators: vec![],
+            app_state_bytes: serde_json::to_vec(&g).expect("json").into(),
+            initial_height: 1u32.into(),
+        })
+        .await
+        .expect("init");
+        Chain {
+            _storage: storage,
+            app,
+            height: 0,
+            now: GENESIS_TIME,
+            seq: [0; 8],
+        }
+    }
+
+    /// Signs one message by account `n` (account number n-1).
+    fn tx<M: Message>(&mut self, n: u8, type_url: &str, msg: &M) -> Vec<u8> {
+        let i = usize::from(n);
+        let mut s = TxSigner::new(key(n), CHAIN_ID, u64::from(n) - 1, self.seq[i]).expect("signer");
+        let any = cosmrs::Any {
+            type_url: type_url.into(),
+            value: msg.encode_to_vec(),
+        };
+        s.sign_msgs(vec![any], "", GasSettings::default())
+            .expect("sign")
+    }
+
+    async fn block(&mut self, dt: i64, txs: Vec<Vec<u8>>) -> Vec<ExecTxResult> {
+        self.height += 1;
+        self.now += dt;
+        let r = self
+            .app
+            .finalize_block(request::FinalizeBlock {
+                txs: txs.into_iter().map(Bytes::from).collect(),
+                decided_last_commit: CommitInfo {
+                    round: Default::default(),
+                    votes: vec![],
+                },
+                misbehavior: vec![],
+                hash: tendermint::Hash::None,
+                height: self.height.try_into().unwrap(),
+                time: time(self.now),
+                next_validators_hash: tendermint::Hash::None,
+                proposer_address: tendermint::account::Id::new([0; 20]),
+            })
+            .await
+            .expect("finalize");
+        self.app.commit().await.expect("commit");
+        r.tx_results
+    }
+
+    /// Runs one tx in its own block; bumps the local sequence when it succeeded.
+    async fn run<M: Message>(&mut self, n: u8, type_url: &str, msg: &M) -> ExecTxResult {
+        let tx = self.tx(n, type_url, msg);
+        let r = self.block(5, vec![tx]).await.remove(0);
+        if r.code.is_ok() {
+            self.seq[usize::from(n)] += 1;
+        }
+        r
+    }
+
+    async fn balance(&self, addr: &str) -> u128 {
+        bank::balance(&self.app.storage().latest_snapshot(), addr, "umag")
+            .await
+            .unwrap()
+    }
+}
+
+fn register(n: u8, tier: &str, bond: u128, hw: HardwareProfile) -> MsgRegisterWorker {
+    MsgRegisterWorker {
+        owner: address(n),
+        tier: tier.into(),
+        bond_amount: bond.to_string(),
+        hardware: Some(hw),
+    }
+}
+
+fn good_ssd() -> HardwareProfile {
+    HardwareProfile {
+        cpu_cores: 8,
+        ram_mb: 32768,
+        ssd_read_mbps: 400,
+        ssd_write_mbps: 200,
+        ssd_blocks_tested: 1000,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn x_compute_workers_register_heartbeat_and_unbond() {
+    let mut c = Chain::new().await;
+    let p = compute::params(&c.app.storage().latest_snapshot())
+        .await
+        .unwrap();
+    let pool = auth::module_address(BONDED_POOL);
+    let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
+    let fee = GasSettings::default().fee;
+
+    // A valid gpu_compute registration moves exactly the bond (+ fee) and binds the node id.
+    let r = c
+        .run(
+            1,
+            MSG_REGISTER_WORKER_TYPE_URL,
+            &register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
+        )
+        .await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    assert_eq!(c.balance(&address(1)).await, FUNDS - gpu_min - fee);
+    assert_eq!(c.balance(&pool).await, gpu_min);
+    let w = compute::worker(&c.app.storage().latest_snapshot(), &address(1))
+        .await
+        .unwrap()
+        .expect("registered");
+    let pk = key(1).public_key().to_bytes();
+    assert_eq!(w.node_id, magnet_x_compute::node_id(&pk).unwrap());
+    assert_eq!(
+        (w.tier.as_str(), w.bond.as_str()),
+        ("gpu_compute", gpu_min.to_string().as_str())
+    );
+    assert_eq!(w.last_heartbeat_time, c.now);
+
+    // Refusals: stable codes in codespace "compute" (or "sdk"), nothing moves.
+    let before = (c.balance(&address(2)).await, c.balance(&pool).await);
+    let cases: Vec<(u8, MsgRegisterWorker, &str, u32)> = vec![
+        (
+            1,
+            register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
+            "compute",
+            codes::ALREADY_REGISTERED,
+        ),
+        (
+            2,
+            register(2, "gpu_compute", gpu_min - 1, HardwareProfile::default()),
+            "compute",
+            codes::BOND_TOO_LOW,
+        ),
+        (
+            2,
+            register(2, "quantum", gpu_min, HardwareProfile::default()),
+            "compute",
+            0,
+        ),
+        (
+            2,
+            register(3, "gpu_compute", gpu_min, HardwareProfile::default()),
+            "sdk",
+            4,
+        ),
+        (
+            2,
+            register(2, "gpu_compute", FUNDS * 2, HardwareProfile::default()),
+            "sdk",
+            5,
+        ),
+    ];
+    for (n, msg, codespace, code) in cases {
+        let r = c.run(n, MSG_REGISTER_WORKER_TYPE_URL, &msg).await;
+        assert!(r.code.is_err(), "{msg:?} was accepted");
+        assert_eq!(r.codespace, codespace, "{}", r.log);
+        if code != 0 {
+            assert_eq!(r.code.value(), code, "{}", r.log);
+        }
+        assert!(!r.log.is_empty());
+    }
+    assert_eq!(
+        (c.balance(&address(2)).await, c.balance(&pool).await),
+        before
+    );
+
+    // Storage tiers need a passing SSD report, otherwise they are placed in mobile_light.
+    let storage_min = *p.min_bond.get(magnet_x_compute::Tier::StorageNode);
+    let slow = HardwareProfile {
+        ssd_read_mbps: 100,
+        ssd_write_mbps: 200,
+        ssd_blocks_tested: 1000,
+        ..Default::default()
+    };
+    let r = c
+        .run(
+            2,
+            MSG_REGISTER_WORKER_TYPE_URL,
+            &register(2, "storage_node", storage_min, slow),
+        )
+        .await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    let w2 = compute::worker(&c.app.storage().latest_snapshot(), &address(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (w2.requested_tier.as_str(), w2.tier.as_str()),
+        ("storage_node", "mobile_light")
+    );
+    let r = c
+        .run(
+            3,
+            MSG_REGISTER_WORKER_TYPE_URL,
+            &register(3, "storage_node", storage_min, good_ssd()),
+        )
+        .await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    let w3 = compute::worker(&c.app.storage().latest_snapshot(), &address(3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w3.tier, "storage_node");
+
+    // Heartbeat records block time; staleness follows the window.
+    let r = c
+        .run(
+            1,
+            MSG_HEARTBEAT_TYPE_URL,
+            &MsgHeartbeat { owner: address(1) },
+        )
+        .await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    let w = compute::worker(&c.app.storage().latest_snapshot(), &address(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(w.last_heartbeat_time, c.now);
+    assert!(!compute::is_stale(&w, c.now + 120, &p));
+    assert!(compute::is_stale(&w, c.now + 121, &p));
+    let r = c
+        .run(
+            4,
+            MSG_HEARTBEAT_TYPE_URL,
+            &MsgHeartbeat { owner: address(4) },
+        )
+        .await;
+    assert_eq!(
+        (r.codespace.as_str(), r.code.value()),
+        ("compute", codes::NOT_REGISTERED)
+    );
+
+    // Unbonding: the bond stays in the pool until the delay has passed in block time.
+    let r = c
+        .run(
+            1,
+            MSG_BEGIN_UNBOND_TYPE_URL,
+            &MsgBeginUnbond { owner: address(1) },
+        )
+        .await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    let started = c.now;
+    let r = c
+        .run(
+            1,
+            MSG_BEGIN_UNBOND_TYPE_URL,
+            &MsgBeginUnbond { owner: address(1) },
+        )
+        .await;
+    assert_eq!(r.code.value(), codes::ALREADY_UNBONDING);
+    let r = c
+        .run(
+            1,
+            MSG_HEARTBEAT_TYPE_URL,
+            &MsgHeartbeat { owner: address(1) },
+        )
+        .await;
+    assert_eq!(r.code.value(), codes::ALREADY_UNBONDING);
+    let bal_unbonding = c.balance(&address(1)).await;
+    let pool_before = c.balance(&pool).await;
+    let due = started + i64::try_from(UNBONDING_DELAY).unwrap();
+    c.block(due - c.now - 1, vec![]).await; // one second early
+    assert_eq!(c.balance(&address(1)).await, bal_unbonding);
+    c.block(1, vec![]).await; // due now
+    assert_eq!(c.balance(&address(1)).await, bal_unbonding + gpu_min);
+    assert_eq!(c.balance(&pool).await, pool_before - gpu_min);
+    assert!(
+        compute::worker(&c.app.storage().latest_snapshot(), &address(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Supply never moved: bonds and fees are transfers, not mints or burns.
+    let supply = bank::supply(&c.app.storage().latest_snapshot(), "umag")
+        .await
+        .unwrap();
+    assert_eq!(supply, 4 * FUNDS);
+}
