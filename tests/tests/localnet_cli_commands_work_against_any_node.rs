@@ -77,6 +77,40 @@ async fn localnet_cli_commands_work_against_any_node() -> anyhow::Result<()> {
     assert_eq!(v["value"], hex::encode(want.to_be_bytes()));
     assert!(v["verified_against_app_hash"].is_string(), "{v}");
 
+    // x-compute: register a worker through one node, read it back through another.
+    let r = magnetd(&[
+        "tx",
+        "compute",
+        "register-worker",
+        "user1",
+        "--tier",
+        "gpu_compute",
+        "--bond",
+        "1000000000umag",
+        "--cpu-cores",
+        "16",
+        "--gpu-model",
+        "H100",
+        "--home",
+        &home,
+        "--node",
+        &net.rpc_url(1),
+        "-y",
+    ])?;
+    assert_eq!(r["code"], 0, "{r}");
+    let w = magnetd(&["query", "compute", "worker", &to, "--node", &net.rpc_url(3)])?;
+    assert_eq!(w["tier"], "gpu_compute", "{w}");
+    assert!(
+        w["node_id"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("node-"),
+        "{w}"
+    );
+    assert_eq!(w["hardware"]["gpu_model"], "H100");
+    let p = magnetd(&["query", "compute", "params", "--node", &net.rpc_url(0)])?;
+    assert_eq!(p["epoch_length_secs"], 600, "{p}");
+
     // A rejected send exits non-zero and reports the stable code.
     let out = Command::new(magnetd_bin())
         .args([
