@@ -89,6 +89,7 @@ fn genesis() -> AppGenesis {
                 coins: vec![coin(BOND_DENOM, B_UMAG)],
             },
         ],
+        compute: Default::default(),
     }
 }
 

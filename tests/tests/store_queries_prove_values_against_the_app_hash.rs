@@ -164,7 +164,7 @@ async fn store_queries_prove_values_against_the_app_hash() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn proposals_respect_byte_and_gas_budgets() -> anyhow::Result<()> {
-    let (_storage, mut app, _) = new_app("1000000000").await?;
+    let (_storage, app, _) = new_app("1000000000").await?;
     let mut signer = TxSigner::new(key(1), CHAIN_ID, 0, 0)?;
     let mut txs: Vec<Bytes> = Vec::new();
     for _ in 0..10 {
