@@ -159,6 +159,7 @@ impl App {
             serde_json::to_vec(&genesis.params)?,
         );
         crate::compute::put_params(&mut delta, &genesis.compute)?;
+        crate::compute::init_genesis(&mut delta, req.time.unix_timestamp())?;
         let t0 = req.time.unix_timestamp_nanos();
         delta.put_raw(
             state_key::chain::block_time().into(),

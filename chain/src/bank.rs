@@ -156,6 +156,29 @@ pub async fn transfer<S: StateRead + StateWrite>(
     Ok(())
 }
 
+/// Destroys coins held by `from`. Supply shrinks by exactly `amount`.
+pub async fn burn<S: StateRead + StateWrite>(
+    state: &mut S,
+    from: &str,
+    denom: &str,
+    amount: u128,
+) -> TxResult<()> {
+    let bal = balance(state, from, denom).await?;
+    let new_bal = bal.checked_sub(amount).ok_or_else(|| {
+        TxError::InsufficientFunds(format!(
+            "burn from {from}: needs {amount}{denom}, has {bal}{denom}"
+        ))
+    })?;
+    let sup = supply(state, denom).await?;
+    // balance <= supply, so this cannot underflow once the balance check passed.
+    let new_sup = sup
+        .checked_sub(amount)
+        .ok_or_else(|| TxError::Internal(format!("supply of {denom} below a balance")))?;
+    put_u128(state, state_key::bank::balance(from, denom), new_bal);
+    put_u128(state, state_key::bank::supply(denom), new_sup);
+    Ok(())
+}
+
 /// Creates new coins (genesis allocation, later: emission). Supply grows by exactly `amount`.
 pub async fn mint<S: StateRead + StateWrite>(
     state: &mut S,

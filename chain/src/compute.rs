@@ -234,6 +234,15 @@ pub async fn end_block<S: StateRead + StateWrite>(
     state: &mut S,
     ctx: BlockCtx,
 ) -> TxResult<Vec<Event>> {
+    let mut events = maybe_settle_epoch(state, ctx).await?;
+    events.extend(release_unbondings(state, ctx).await?);
+    Ok(events)
+}
+
+async fn release_unbondings<S: StateRead + StateWrite>(
+    state: &mut S,
+    ctx: BlockCtx,
+) -> TxResult<Vec<Event>> {
     let prefix = state_key::compute::unbonding_prefix();
     let mut due = Vec::new();
     {
@@ -285,4 +294,282 @@ pub async fn end_block<S: StateRead + StateWrite>(
 pub fn is_stale(w: &Worker, now: i64, p: &ComputeParams) -> bool {
     let window = i64::try_from(p.heartbeat_stale_secs).unwrap_or(i64::MAX);
     now.saturating_sub(w.last_heartbeat_time) > window
+}
+
+/// Module account that receives each epoch's emission and pays rewards out of it.
+pub const REWARDS_POOL: &str = "compute_rewards";
+/// Bounded per-block work: contributors settled in one epoch.
+pub const MAX_CONTRIBUTORS_PER_EPOCH: usize = 10_000;
+/// Most contribution units one worker can accrue in an epoch (2^80). With tier
+/// multipliers ≤ 100x (< 2^27 ppm) and ≤ 10^4 contributors (< 2^14), Σ T·C < 2^121:
+/// settlement can never overflow, so user input can never halt the chain there.
+pub const MAX_EPOCH_UNITS: u128 = 1 << 80;
+
+/// The epoch being accumulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EpochState {
+    pub index: u64,
+    pub start_time: i64,
+}
+
+/// What an epoch settlement recorded on chain (queryable, also emitted as an event).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SettlementRecord {
+    pub epoch: u64,
+    pub start_time: i64,
+    pub end_time: i64,
+    pub height: u64,
+    /// Newly minted by the emission schedule for this epoch (counts against the daily cap).
+    pub released: String,
+    /// Remainder carried in from the previous epoch (minted earlier).
+    pub carried_in: String,
+    pub pool: String,
+    /// (owner, tier, contribution, reward), ordered by owner.
+    pub rewards: Vec<(String, String, String, String)>,
+    pub remainder: String,
+    pub carried_out: String,
+    pub burned: String,
+}
+
+async fn get_json<S: StateRead, T: serde::de::DeserializeOwned>(
+    state: &S,
+    key: &str,
+) -> TxResult<Option<T>> {
+    match state.get_raw(key).await? {
+        Some(raw) => serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| TxError::Internal(format!("corrupt {key}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+fn put_json<S: StateWrite, T: serde::Serialize>(state: &mut S, key: String, v: &T) -> TxResult<()> {
+    let raw = serde_json::to_vec(v).map_err(|e| TxError::Internal(e.to_string()))?;
+    state.put_raw(key, raw);
+    Ok(())
+}
+
+/// Genesis: emission accrues from the genesis time; epoch 0 starts then.
+pub fn init_genesis<S: StateWrite>(state: &mut S, genesis_time: i64) -> TxResult<()> {
+    let t = u64::try_from(genesis_time)
+        .map_err(|_| TxError::Internal("genesis time before 1970".into()))?;
+    put_json(
+        state,
+        state_key::compute::emission().into(),
+        &magnet_x_compute::EmissionSchedule::new(t),
+    )?;
+    put_json(
+        state,
+        state_key::compute::epoch().into(),
+        &EpochState {
+            index: 0,
+            start_time: genesis_time,
+        },
+    )?;
+    put_json(state, state_key::compute::carry().into(), &"0")
+}
+
+pub async fn epoch<S: StateRead>(state: &S) -> TxResult<EpochState> {
+    get_json(state, state_key::compute::epoch())
+        .await?
+        .ok_or_else(|| TxError::Internal("compute epoch state missing".into()))
+}
+
+pub async fn settlement<S: StateRead>(state: &S, index: u64) -> TxResult<Option<SettlementRecord>> {
+    get_json(state, &state_key::compute::settlement(index)).await
+}
+
+pub async fn contribution<S: StateRead>(state: &S, index: u64, owner: &str) -> TxResult<u128> {
+    match state
+        .get_raw(&state_key::compute::contribution(index, owner))
+        .await?
+    {
+        Some(raw) => {
+            let arr: [u8; 16] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| TxError::Internal("corrupt contribution".into()))?;
+            Ok(u128::from_be_bytes(arr))
+        }
+        None => Ok(0),
+    }
+}
+
+/// Adds training compute (steps × model size) to the owner's score for the current epoch.
+pub async fn submit_contribution<S: StateRead + StateWrite>(
+    state: &mut S,
+    owner: &str,
+    steps: u64,
+    model_params: u64,
+    checkpoint_hash: &str,
+) -> TxResult<Vec<Event>> {
+    let w = registered(state, owner).await?;
+    if w.unbonding {
+        return Err(err(
+            codes::ALREADY_UNBONDING,
+            format!("worker {owner} is unbonding: expected an active worker"),
+        ));
+    }
+    let hash_ok =
+        checkpoint_hash.len() == 64 && checkpoint_hash.bytes().all(|c| c.is_ascii_hexdigit());
+    if !hash_ok {
+        return Err(TxError::InvalidRequest(format!(
+            "checkpoint_hash: expected 64 hex characters (SHA-256), got {checkpoint_hash:?}"
+        )));
+    }
+    if steps == 0 || model_params == 0 {
+        return Err(TxError::InvalidRequest(format!(
+            "expected steps > 0 and model_params > 0, got steps {steps}, model_params {model_params}"
+        )));
+    }
+    // u64 × u64 fits in u128.
+    let units = u128::from(steps).saturating_mul(u128::from(model_params));
+    let e = epoch(state).await?;
+    let total = contribution(state, e.index, owner)
+        .await?
+        .checked_add(units)
+        .filter(|t| *t <= MAX_EPOCH_UNITS)
+        .ok_or_else(|| {
+            TxError::Overflow(format!(
+                "contribution of {owner} in epoch {}: expected at most {MAX_EPOCH_UNITS} units in total, got more by adding {units}",
+                e.index
+            ))
+        })?;
+    state.put_raw(
+        state_key::compute::contribution(e.index, owner),
+        total.to_be_bytes().to_vec(),
+    );
+    Ok(vec![Event::new(
+        "submit_contribution",
+        [
+            ("owner", owner.to_string()).index(),
+            ("epoch", e.index.to_string()).index(),
+            ("units", units.to_string()).index(),
+            ("checkpoint_hash", checkpoint_hash.to_lowercase()).index(),
+        ],
+    )])
+}
+
+/// Settles the current epoch once `epoch_length_secs` of block time have passed:
+/// mints the schedule's release into the rewards pool, pays `R_i = pool·T_i·C_i/ΣT·C`,
+/// carries or burns the remainder, records the settlement and opens the next epoch.
+pub async fn maybe_settle_epoch<S: StateRead + StateWrite>(
+    state: &mut S,
+    ctx: BlockCtx,
+) -> TxResult<Vec<Event>> {
+    let p = params(state).await?;
+    let e = epoch(state).await?;
+    let length = i64::try_from(p.epoch_length_secs).unwrap_or(i64::MAX);
+    if ctx.time < e.start_time.saturating_add(length) {
+        return Ok(vec![]);
+    }
+    let rewards_addr = auth::module_address(REWARDS_POOL);
+    let mut schedule: magnet_x_compute::EmissionSchedule =
+        get_json(state, state_key::compute::emission())
+            .await?
+            .ok_or_else(|| TxError::Internal("emission schedule missing".into()))?;
+    let now =
+        u64::try_from(ctx.time).map_err(|_| TxError::Internal("block time before 1970".into()))?;
+    let released = schedule.pool_for_epoch(now, &p)?;
+    put_json(state, state_key::compute::emission().into(), &schedule)?;
+    if released > 0 {
+        bank::mint(state, &rewards_addr, BOND_DENOM, released).await?;
+    }
+    let carried_in: u128 = get_json::<_, String>(state, state_key::compute::carry())
+        .await?
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or(0);
+    let pool = released
+        .checked_add(carried_in)
+        .ok_or_else(|| TxError::Overflow("epoch pool exceeds 2^128".into()))?;
+
+    // Contributions of this epoch, with each contributor's current tier.
+    let prefix = state_key::compute::contributions_of_epoch(e.index);
+    let mut entries = Vec::new();
+    {
+        let mut stream = Box::pin(state.prefix_raw(&prefix));
+        while let Some(item) = stream.next().await {
+            let (key, raw) = item?;
+            let arr: [u8; 16] = raw
+                .as_slice()
+                .try_into()
+                .map_err(|_| TxError::Internal(format!("corrupt contribution {key}")))?;
+            entries.push((key, u128::from_be_bytes(arr)));
+            if entries.len() >= MAX_CONTRIBUTORS_PER_EPOCH {
+                break;
+            }
+        }
+    }
+    let mut contributions = std::collections::BTreeMap::new();
+    for (key, units) in &entries {
+        let owner = key.strip_prefix(&prefix).unwrap_or(key).to_string();
+        // Workers that left (or are unbonding) forfeit the epoch: their share stays in the pool.
+        if let Some(w) = worker(state, &owner).await? {
+            if !w.unbonding {
+                let tier: Tier = w.tier.parse()?;
+                contributions.insert(owner, (tier, *units));
+            }
+        }
+    }
+    let settled = magnet_x_compute::settle_epoch(pool, &contributions, &p)?;
+    for (owner, reward) in &settled.rewards {
+        bank::transfer(state, &rewards_addr, owner, BOND_DENOM, *reward).await?;
+    }
+    let disposition = settled.dispose_remainder(p.remainder_policy);
+    if disposition.burn > 0 {
+        bank::burn(state, &rewards_addr, BOND_DENOM, disposition.burn).await?;
+    }
+    put_json(
+        state,
+        state_key::compute::carry().into(),
+        &disposition.carry.to_string(),
+    )?;
+    for (key, _) in entries {
+        state.delete(key);
+    }
+    let record = SettlementRecord {
+        epoch: e.index,
+        start_time: e.start_time,
+        end_time: ctx.time,
+        height: ctx.height,
+        released: released.to_string(),
+        carried_in: carried_in.to_string(),
+        pool: pool.to_string(),
+        rewards: contributions
+            .iter()
+            .map(|(owner, (tier, units))| {
+                let r = settled.rewards.get(owner).copied().unwrap_or(0);
+                (
+                    owner.clone(),
+                    tier.as_str().to_string(),
+                    units.to_string(),
+                    r.to_string(),
+                )
+            })
+            .collect(),
+        remainder: settled.remainder.to_string(),
+        carried_out: disposition.carry.to_string(),
+        burned: disposition.burn.to_string(),
+    };
+    put_json(state, state_key::compute::settlement(e.index), &record)?;
+    put_json(
+        state,
+        state_key::compute::epoch().into(),
+        &EpochState {
+            index: e.index.saturating_add(1),
+            start_time: ctx.time,
+        },
+    )?;
+    Ok(vec![Event::new(
+        "settle_epoch",
+        [
+            ("epoch", e.index.to_string()).index(),
+            ("released", released.to_string()).index(),
+            ("pool", pool.to_string()).index(),
+            ("paid", settled.rewards.values().sum::<u128>().to_string()).index(),
+            ("workers", settled.rewards.len().to_string()).index(),
+            ("remainder", settled.remainder.to_string()).index(),
+        ],
+    )])
 }

@@ -201,6 +201,19 @@ enum ComputeTx {
         #[command(flatten)]
         flags: TxFlags,
     },
+    /// Report training compute for the current epoch (steps × model size + checkpoint hash).
+    SubmitContribution {
+        key: String,
+        #[arg(long)]
+        steps: u64,
+        #[arg(long)]
+        model_params: u64,
+        /// SHA-256 of the checkpoint, 64 hex characters.
+        #[arg(long)]
+        checkpoint_hash: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
     /// Begin unbonding (bond returns after the unbonding delay).
     Unbond {
         key: String,
@@ -217,6 +230,17 @@ enum ComputeQuery {
         node: NodeArg,
     },
     Params {
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// The epoch being accumulated.
+    Epoch {
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// The recorded settlement of an epoch.
+    Settlement {
+        epoch: u64,
         #[command(flatten)]
         node: NodeArg,
     },
@@ -289,6 +313,28 @@ fn resolve_address(home: &std::path::Path, s: &str) -> Result<String> {
     } else {
         Ok(Keyring::open(home).get(s)?.address)
     }
+}
+
+/// Runs an x-compute query whose answer is JSON and prints it.
+async fn compute_json_query(out: Output, node: &str, path: &str, data: Vec<u8>) -> Result<()> {
+    let n = Node::connect(node)?;
+    let r = n
+        .rpc
+        .abci_query(Some(path.into()), data, None, false)
+        .await?;
+    if r.code.is_err() {
+        bail!(
+            "query {path} failed: code {} ({}): {}",
+            r.code.value(),
+            r.codespace,
+            r.log
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&r.value)?;
+    print(out, v.clone(), || {
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    });
+    Ok(())
 }
 
 fn any_of<M: prost::Message>(type_url: &str, msg: &M) -> cosmrs::Any {
@@ -578,6 +624,26 @@ async fn run(cli: Cli) -> Result<()> {
                         any_of(magnet_chain::tx::MSG_REGISTER_WORKER_TYPE_URL, &msg),
                     )
                 }
+                ComputeTx::SubmitContribution {
+                    key,
+                    steps,
+                    model_params,
+                    checkpoint_hash,
+                    flags,
+                } => {
+                    let owner = Keyring::open(&home).get(&key)?.address;
+                    let msg = pb::MsgSubmitContribution {
+                        owner,
+                        steps,
+                        model_params,
+                        checkpoint_hash,
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_SUBMIT_CONTRIBUTION_TYPE_URL, &msg),
+                    )
+                }
                 ComputeTx::Heartbeat { key, flags } => {
                     let owner = Keyring::open(&home).get(&key)?.address;
                     (
@@ -641,23 +707,31 @@ async fn run(cli: Cli) -> Result<()> {
                 });
             }
             QueryCmd::Compute(ComputeQuery::Params { node }) => {
-                let n = Node::connect(&node.node)?;
-                let r = n
-                    .rpc
-                    .abci_query(
-                        Some(magnet_chain::query::PATH_COMPUTE_PARAMS.into()),
-                        Vec::new(),
-                        None,
-                        false,
-                    )
-                    .await?;
-                if r.code.is_err() {
-                    bail!("query failed: code {}: {}", r.code.value(), r.log);
-                }
-                let v: serde_json::Value = serde_json::from_slice(&r.value)?;
-                print(out, v.clone(), || {
-                    serde_json::to_string_pretty(&v).unwrap_or_default()
-                });
+                compute_json_query(
+                    out,
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_PARAMS,
+                    Vec::new(),
+                )
+                .await?;
+            }
+            QueryCmd::Compute(ComputeQuery::Epoch { node }) => {
+                compute_json_query(
+                    out,
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_EPOCH,
+                    Vec::new(),
+                )
+                .await?;
+            }
+            QueryCmd::Compute(ComputeQuery::Settlement { epoch, node }) => {
+                compute_json_query(
+                    out,
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_SETTLEMENT,
+                    epoch.to_string().into_bytes(),
+                )
+                .await?;
             }
             QueryCmd::Bank(BankQuery::Balances { address, node }) => {
                 let addr = resolve_address(&home, &address)?;

@@ -30,6 +30,8 @@ pub const PATH_PARAMS: &str = "/magnet.chain.v1.Query/Params";
 pub const PATH_STORE: &str = "/store";
 pub const PATH_COMPUTE_WORKER: &str = "/magnet.compute.v1.Query/Worker";
 pub const PATH_COMPUTE_PARAMS: &str = "/magnet.compute.v1.Query/Params";
+pub const PATH_COMPUTE_EPOCH: &str = "/magnet.compute.v1.Query/Epoch";
+pub const PATH_COMPUTE_SETTLEMENT: &str = "/magnet.compute.v1.Query/Settlement";
 /// ProofOp type of a JMT ICS23 commitment proof.
 pub const PROOF_OP_TYPE: &str = "ics23:jmt";
 
@@ -159,6 +161,21 @@ async fn route(s: &Snapshot, req: &request::Query) -> Result<response::Query, re
                 .map_err(from_tx_err)?
                 .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("worker {addr} not found")))?
                 .encode_to_vec()
+        }
+        PATH_COMPUTE_EPOCH => {
+            let e = crate::compute::epoch(s).await.map_err(from_tx_err)?;
+            serde_json::to_vec(&e).map_err(|e| App::query_error(1, e.to_string()))?
+        }
+        PATH_COMPUTE_SETTLEMENT => {
+            let n: u64 = std::str::from_utf8(&req.data)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .ok_or_else(|| App::query_error(18, "expected a decimal epoch number in query data".into()))?;
+            let rec = crate::compute::settlement(s, n)
+                .await
+                .map_err(from_tx_err)?
+                .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("epoch {n} has not been settled")))?;
+            serde_json::to_vec(&rec).map_err(|e| App::query_error(1, e.to_string()))?
         }
         PATH_COMPUTE_PARAMS => {
             let p = crate::compute::params(s).await.map_err(from_tx_err)?;

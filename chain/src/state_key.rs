@@ -41,6 +41,25 @@ pub mod compute {
     pub fn worker(owner: &str) -> String {
         format!("compute/worker/{owner}")
     }
+    pub fn emission() -> &'static str {
+        "compute/emission"
+    }
+    pub fn epoch() -> &'static str {
+        "compute/epoch"
+    }
+    /// Settlement remainder carried into the next epoch's pool (already minted).
+    pub fn carry() -> &'static str {
+        "compute/carry"
+    }
+    pub fn contributions_of_epoch(epoch: u64) -> String {
+        format!("compute/contrib/{epoch:020}/")
+    }
+    pub fn contribution(epoch: u64, owner: &str) -> String {
+        format!("compute/contrib/{epoch:020}/{owner}")
+    }
+    pub fn settlement(epoch: u64) -> String {
+        format!("compute/settlement/{epoch:020}")
+    }
     /// Unbonding queue ordered by completion time: zero-padded so byte order = time order.
     pub fn unbonding_prefix() -> &'static str {
         "compute/unbonding/"

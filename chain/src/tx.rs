@@ -27,7 +27,9 @@ pub const SECP256K1_PUBKEY_TYPE_URL: &str = "/cosmos.crypto.secp256k1.PubKey";
 pub const MSG_REGISTER_WORKER_TYPE_URL: &str = "/magnet.compute.v1.MsgRegisterWorker";
 pub const MSG_HEARTBEAT_TYPE_URL: &str = "/magnet.compute.v1.MsgHeartbeat";
 pub const MSG_BEGIN_UNBOND_TYPE_URL: &str = "/magnet.compute.v1.MsgBeginUnbond";
-const KNOWN_TYPE_URLS: [&str; 4] = [
+pub const MSG_SUBMIT_CONTRIBUTION_TYPE_URL: &str = "/magnet.compute.v1.MsgSubmitContribution";
+const KNOWN_TYPE_URLS: [&str; 5] = [
+    MSG_SUBMIT_CONTRIBUTION_TYPE_URL,
     MSG_SEND_TYPE_URL,
     MSG_REGISTER_WORKER_TYPE_URL,
     MSG_HEARTBEAT_TYPE_URL,
@@ -56,6 +58,12 @@ pub enum Msg {
     },
     BeginUnbond {
         owner: String,
+    },
+    SubmitContribution {
+        owner: String,
+        steps: u64,
+        model_params: u64,
+        checkpoint_hash: String,
     },
 }
 
@@ -281,6 +289,18 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
                     owner: owner_is_signer("MsgBeginUnbond", &m.owner, &signer)?,
                 });
             }
+            MSG_SUBMIT_CONTRIBUTION_TYPE_URL => {
+                use magnet_proto::magnet::compute::v1::MsgSubmitContribution;
+                let m: MsgSubmitContribution =
+                    decode_proto("magnet.compute.v1.MsgSubmitContribution", &any.value)?;
+                let owner = owner_is_signer("MsgSubmitContribution", &m.owner, &signer)?;
+                msgs.push(Msg::SubmitContribution {
+                    owner,
+                    steps: m.steps,
+                    model_params: m.model_params,
+                    checkpoint_hash: m.checkpoint_hash,
+                });
+            }
             other => {
                 return Err(TxError::UnknownRequest(format!(
                     "expected a message type in {KNOWN_TYPE_URLS:?}, got {other:?}"
@@ -479,6 +499,21 @@ pub async fn execute<S: StateRead + StateWrite>(
             Msg::BeginUnbond { owner } => {
                 events.extend(crate::compute::begin_unbond(state, ctx, owner).await?)
             }
+            Msg::SubmitContribution {
+                owner,
+                steps,
+                model_params,
+                checkpoint_hash,
+            } => events.extend(
+                crate::compute::submit_contribution(
+                    state,
+                    owner,
+                    *steps,
+                    *model_params,
+                    checkpoint_hash,
+                )
+                .await?,
+            ),
         }
     }
     Ok(events)

@@ -365,9 +365,149 @@ async fn x_compute_workers_register_heartbeat_and_unbond() {
             .is_none()
     );
 
-    // Supply never moved: bonds and fees are transfers, not mints or burns.
-    let supply = bank::supply(&c.app.storage().latest_snapshot(), "umag")
+    // Bonds and fees are transfers: supply moved only by the epochs' emission.
+    let snap = c.app.storage().latest_snapshot();
+    let settled = compute::epoch(&snap).await.unwrap().index;
+    let mut released = 0u128;
+    for e in 0..settled {
+        let rec = compute::settlement(&snap, e).await.unwrap().expect("settled");
+        released += rec.released.parse::<u128>().unwrap();
+    }
+    assert!(settled >= 1, "the unbonding delay spans an epoch");
+    let supply = bank::supply(&snap, "umag").await.unwrap();
+    assert_eq!(supply, 4 * FUNDS + released);
+}
+
+fn contribution(
+    n: u8,
+    steps: u64,
+    model_params: u64,
+) -> magnet_proto::magnet::compute::v1::MsgSubmitContribution {
+    magnet_proto::magnet::compute::v1::MsgSubmitContribution {
+        owner: address(n),
+        steps,
+        model_params,
+        checkpoint_hash: "ab".repeat(32),
+    }
+}
+
+/// Epoch settlement in FinalizeBlock: the schedule's release is minted into the rewards
+/// pool and paid as R_i = pool·T_i·C_i/ΣT·C (orchestrator 3x vs gpu_compute 1x), the
+/// remainder is carried, supply = genesis + released, and the daily cap holds across a
+/// multi-day halt.
+#[tokio::test]
+async fn x_compute_epochs_settle_rewards_by_tier_and_contribution() {
+    use magnet_chain::tx::MSG_SUBMIT_CONTRIBUTION_TYPE_URL as SUBMIT;
+    let mut c = Chain::new().await;
+    let p = compute::params(&c.app.storage().latest_snapshot())
         .await
         .unwrap();
-    assert_eq!(supply, 4 * FUNDS);
+    let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
+    let orch_min = *p.min_bond.get(magnet_x_compute::Tier::Orchestrator);
+    let r = c
+        .run(
+            1,
+            MSG_REGISTER_WORKER_TYPE_URL,
+            &register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
+        )
+        .await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    let r = c
+        .run(
+            2,
+            MSG_REGISTER_WORKER_TYPE_URL,
+            &register(2, "orchestrator", orch_min, good_ssd()),
+        )
+        .await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+
+    // Refusals: unregistered worker, malformed checkpoint hash, zero steps.
+    let r = c.run(3, SUBMIT, &contribution(3, 10, 10)).await;
+    assert_eq!(
+        (r.codespace.as_str(), r.code.value()),
+        ("compute", codes::NOT_REGISTERED)
+    );
+    let mut bad = contribution(1, 10, 10);
+    bad.checkpoint_hash = "xyz".into();
+    assert_eq!(c.run(1, SUBMIT, &bad).await.code.value(), 18);
+    assert_eq!(
+        c.run(1, SUBMIT, &contribution(1, 0, 10)).await.code.value(),
+        18
+    );
+
+    // Equal training compute from both workers in epoch 0.
+    for n in [1u8, 2] {
+        let r = c.run(n, SUBMIT, &contribution(n, 1000, 50_000_000)).await;
+        assert_eq!(r.code.value(), 0, "{}", r.log);
+    }
+    let snap = c.app.storage().latest_snapshot();
+    let supply0 = bank::supply(&snap, "umag").await.unwrap();
+    let bal1 = bank::balance(&snap, &address(1), "umag").await.unwrap();
+    let bal2 = bank::balance(&snap, &address(2), "umag").await.unwrap();
+    assert_eq!(compute::epoch(&snap).await.unwrap().index, 0);
+
+    // Cross the epoch boundary (600 s of block time after genesis).
+    c.block(600, vec![]).await;
+    let snap = c.app.storage().latest_snapshot();
+    let rec = compute::settlement(&snap, 0)
+        .await
+        .unwrap()
+        .expect("epoch 0 settled");
+    assert_eq!(compute::epoch(&snap).await.unwrap().index, 1);
+    let released: u128 = rec.released.parse().unwrap();
+    let pool: u128 = rec.pool.parse().unwrap();
+    let remainder: u128 = rec.remainder.parse().unwrap();
+    assert!(released > 0 && released <= p.daily_cap);
+    assert_eq!(pool, released, "nothing carried into epoch 0");
+    let r1 = bank::balance(&snap, &address(1), "umag").await.unwrap() - bal1;
+    let r2 = bank::balance(&snap, &address(2), "umag").await.unwrap() - bal2;
+    assert_eq!(r1 + r2 + remainder, pool, "conservation");
+    assert!(
+        remainder < 2,
+        "rounding remainder below the number of workers: {remainder}"
+    );
+    assert!(
+        r2.abs_diff(3 * r1) <= 3,
+        "orchestrator earns 3x gpu_compute: {r2} vs {r1}"
+    );
+    assert_eq!(
+        bank::supply(&snap, "umag").await.unwrap(),
+        supply0 + released,
+        "supply = genesis + minted"
+    );
+    assert_eq!(rec.carried_out, rec.remainder);
+    // Contributions are consumed by the settlement.
+    assert_eq!(
+        compute::contribution(&snap, 0, &address(1)).await.unwrap(),
+        0
+    );
+
+    // An epoch with no contributions: the whole pool is carried (already minted).
+    c.block(600, vec![]).await;
+    let snap = c.app.storage().latest_snapshot();
+    let rec1 = compute::settlement(&snap, 1)
+        .await
+        .unwrap()
+        .expect("epoch 1 settled");
+    assert_eq!(rec1.rewards.len(), 0);
+    assert_eq!(rec1.carried_out, rec1.pool);
+
+    // A 3-day halt: the next epoch releases at most one daily cap.
+    let before = bank::supply(&snap, "umag").await.unwrap();
+    c.block(3 * 86_400, vec![]).await;
+    let snap = c.app.storage().latest_snapshot();
+    let rec2 = compute::settlement(&snap, 2)
+        .await
+        .unwrap()
+        .expect("epoch 2 settled");
+    let released2: u128 = rec2.released.parse().unwrap();
+    assert!(
+        released2 <= p.daily_cap,
+        "released {released2} > cap {}",
+        p.daily_cap
+    );
+    assert_eq!(
+        bank::supply(&snap, "umag").await.unwrap(),
+        before + released2
+    );
 }
