@@ -270,26 +270,40 @@ impl App {
         ))
     }
 
-    /// Picks mempool txs that decode and fit the byte and gas budgets, in mempool order.
+    /// Picks mempool txs that decode and fit the byte and gas budgets. Commit/reveal
+    /// txs go first so a flood of other txs cannot crowd them out of their windows;
+    /// a tx is only moved ahead if no earlier tx of the same signer stays behind, so
+    /// each signer's sequence order is kept. Otherwise mempool order is kept.
     pub async fn prepare_proposal(
         &self,
         req: request::PrepareProposal,
     ) -> anyhow::Result<response::PrepareProposal> {
         let params = Self::params(&self.storage.latest_snapshot()).await?;
         let max_bytes = u64::try_from(req.max_tx_bytes).unwrap_or(0);
-        let (mut bytes, mut gas) = (0u64, 0u64);
-        let mut txs = Vec::new();
+        let mut priority = Vec::new();
+        let mut normal = Vec::new();
+        let mut held_back = std::collections::BTreeSet::new();
         for raw in req.txs {
             let Ok(decoded) = tx::decode(&raw, &params) else {
                 continue;
             };
+            let urgent = decoded.msgs.iter().all(tx::Msg::is_commit_reveal);
+            if urgent && !held_back.contains(&decoded.signer) {
+                priority.push((raw, decoded.gas_limit));
+            } else {
+                held_back.insert(decoded.signer.clone());
+                normal.push((raw, decoded.gas_limit));
+            }
+        }
+        let (mut bytes, mut gas) = (0u64, 0u64);
+        let mut txs = Vec::new();
+        for (raw, gas_limit) in priority.into_iter().chain(normal) {
             // CometBFT counts each tx with its protobuf field overhead (tag + length varint,
             // at most 1 + 10 bytes); count it too so a full block never exceeds max_tx_bytes.
             let len = u64::try_from(raw.len())
                 .unwrap_or(u64::MAX)
                 .saturating_add(11);
-            let (Some(nb), Some(ng)) = (bytes.checked_add(len), gas.checked_add(decoded.gas_limit))
-            else {
+            let (Some(nb), Some(ng)) = (bytes.checked_add(len), gas.checked_add(gas_limit)) else {
                 break;
             };
             if nb > max_bytes || ng > params.max_gas_per_block {

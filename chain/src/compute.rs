@@ -235,6 +235,8 @@ pub async fn end_block<S: StateRead + StateWrite>(
     ctx: BlockCtx,
 ) -> TxResult<Vec<Event>> {
     let mut events = maybe_settle_epoch(state, ctx).await?;
+    // Penalties before releases: a bond still unbonding can be slashed for a missed reveal.
+    events.extend(close_tasks(state, ctx).await?);
     events.extend(release_unbondings(state, ctx).await?);
     Ok(events)
 }
@@ -572,4 +574,336 @@ pub async fn maybe_settle_epoch<S: StateRead + StateWrite>(
             ("remainder", settled.remainder.to_string()).index(),
         ],
     )])
+}
+
+/// Most commitments one task accepts: bounds the end-of-block missed-reveal scan.
+pub const MAX_COMMITS_PER_TASK: u32 = 1_000;
+/// Tasks whose reveal deadline is processed per block.
+pub const MAX_TASK_DEADLINES_PER_BLOCK: usize = 100;
+/// Longest accepted revealed result, in bytes.
+pub const MAX_RESULT_BYTES: usize = 4096;
+
+pub mod cr_codes {
+    pub const DUPLICATE_COMMIT: u32 = 111;
+    pub const NO_COMMITMENT: u32 = 112;
+    pub const ALREADY_REVEALED: u32 = 113;
+    pub const TASK_FULL: u32 = 114;
+}
+
+/// Task ids: 1–64 characters of `[A-Za-z0-9_.:-]` (no `/`: they are key segments).
+pub fn validate_task_id(task_id: &str) -> TxResult<()> {
+    let ok = (1..=64).contains(&task_id.len())
+        && task_id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.:-".contains(&c));
+    if ok {
+        Ok(())
+    } else {
+        Err(TxError::InvalidRequest(format!(
+            "task_id: expected 1-64 chars of [A-Za-z0-9_.:-], got {task_id:?}"
+        )))
+    }
+}
+
+use magnet_proto::magnet::compute::v1::{CommitRecord, Task};
+
+async fn get_proto<S: StateRead, M: Message + Default>(
+    state: &S,
+    key: &str,
+) -> TxResult<Option<M>> {
+    match state.get_raw(key).await? {
+        Some(raw) => M::decode(raw.as_slice())
+            .map(Some)
+            .map_err(|e| TxError::Internal(format!("corrupt {key}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+pub async fn task<S: StateRead>(state: &S, task_id: &str) -> TxResult<Option<Task>> {
+    get_proto(state, &state_key::compute::task(task_id)).await
+}
+
+pub async fn commit_record<S: StateRead>(
+    state: &S,
+    task_id: &str,
+    owner: &str,
+) -> TxResult<Option<CommitRecord>> {
+    get_proto(state, &state_key::compute::commit(task_id, owner)).await
+}
+
+fn secs(t: i64) -> TxResult<u64> {
+    u64::try_from(t).map_err(|_| TxError::Internal("block time before 1970".into()))
+}
+
+/// Slashes `offense`'s rate of the worker's bond (never more than the bond) and burns it.
+pub async fn slash<S: StateRead + StateWrite>(
+    state: &mut S,
+    owner: &str,
+    offense: magnet_x_compute::Offense,
+) -> TxResult<(u128, Vec<Event>)> {
+    let p = params(state).await?;
+    let Some(mut w) = worker(state, owner).await? else {
+        return Ok((0, vec![]));
+    };
+    let bond = bank::parse_amount(&w.bond)?;
+    let amount = magnet_x_compute::slash_amount(bond, offense, &p);
+    if amount == 0 {
+        return Ok((0, vec![]));
+    }
+    // slash_amount <= bond, so this cannot underflow.
+    let rest = bond
+        .checked_sub(amount)
+        .ok_or_else(|| TxError::Internal("slash above bond".into()))?;
+    w.bond = rest.to_string();
+    put_worker(state, &w);
+    bank::burn(
+        state,
+        &auth::module_address(BONDED_POOL),
+        BOND_DENOM,
+        amount,
+    )
+    .await?;
+    Ok((
+        amount,
+        vec![Event::new(
+            "slash",
+            [
+                ("owner", owner.to_string()).index(),
+                ("offense", offense.as_str().to_string()).index(),
+                ("amount", format!("{amount}{BOND_DENOM}")).index(),
+                ("bond_left", format!("{rest}{BOND_DENOM}")).index(),
+            ],
+        )],
+    ))
+}
+
+pub async fn commit_result<S: StateRead + StateWrite>(
+    state: &mut S,
+    ctx: BlockCtx,
+    owner: &str,
+    task_id: &str,
+    commitment: &[u8],
+) -> TxResult<Vec<Event>> {
+    validate_task_id(task_id)?;
+    if commitment.len() != 32 {
+        return Err(TxError::InvalidRequest(format!(
+            "commitment: expected 32 bytes (SHA-256), got {}",
+            commitment.len()
+        )));
+    }
+    let w = registered(state, owner).await?;
+    if w.unbonding {
+        return Err(err(
+            codes::ALREADY_UNBONDING,
+            format!("worker {owner} is unbonding: expected an active worker"),
+        ));
+    }
+    let p = params(state).await?;
+    let mut t = match task(state, task_id).await? {
+        Some(t) => t,
+        None => {
+            let win = magnet_x_compute::RevealWindows::open(secs(ctx.time)?, &p)?;
+            let to_i64 = |v: u64| {
+                i64::try_from(v).map_err(|_| TxError::Overflow("window end exceeds i64".into()))
+            };
+            let t = Task {
+                task_id: task_id.to_string(),
+                opened_at: ctx.time,
+                commit_window_end: to_i64(win.commit_window_end)?,
+                reveal_window_end: to_i64(win.reveal_window_end)?,
+                commit_count: 0,
+                closed: false,
+            };
+            state.put_raw(
+                state_key::compute::task_deadline(t.reveal_window_end, task_id),
+                vec![],
+            );
+            t
+        }
+    };
+    if ctx.time >= t.commit_window_end {
+        return Err(magnet_x_compute::ComputeError::CommitTooLate(format!(
+            "task {task_id}: expected a block time before {}, got {}",
+            t.commit_window_end, ctx.time
+        ))
+        .into());
+    }
+    if commit_record(state, task_id, owner).await?.is_some() {
+        return Err(err(
+            cr_codes::DUPLICATE_COMMIT,
+            format!("task {task_id}: expected one commitment from {owner}, got a second"),
+        ));
+    }
+    if t.commit_count >= MAX_COMMITS_PER_TASK {
+        return Err(err(cr_codes::TASK_FULL, format!("task {task_id}: expected fewer than {MAX_COMMITS_PER_TASK} commitments, it is full")));
+    }
+    t.commit_count = t.commit_count.saturating_add(1);
+    state.put_raw(state_key::compute::task(task_id), t.encode_to_vec());
+    let rec = CommitRecord {
+        task_id: task_id.to_string(),
+        owner: owner.to_string(),
+        commitment: commitment.to_vec(),
+        committed_at: ctx.time,
+        outcome: "pending".into(),
+        result: vec![],
+        slashed: "0".into(),
+    };
+    state.put_raw(
+        state_key::compute::commit(task_id, owner),
+        rec.encode_to_vec(),
+    );
+    Ok(vec![Event::new(
+        "commit_result",
+        [
+            ("owner", owner.to_string()).index(),
+            ("task_id", task_id.to_string()).index(),
+            ("commitment", hex::encode(commitment)).index(),
+            ("reveal_window_end", t.reveal_window_end.to_string()).index(),
+        ],
+    )])
+}
+
+/// Reveal: on a match the result is recorded; on a mismatch the tx still succeeds so
+/// the slash (mismatched_reveal) is applied and recorded.
+pub async fn reveal_result<S: StateRead + StateWrite>(
+    state: &mut S,
+    ctx: BlockCtx,
+    owner: &str,
+    task_id: &str,
+    result: &[u8],
+    nonce: &[u8],
+) -> TxResult<Vec<Event>> {
+    validate_task_id(task_id)?;
+    if result.len() > MAX_RESULT_BYTES {
+        return Err(TxError::InvalidRequest(format!(
+            "result: expected at most {MAX_RESULT_BYTES} bytes, got {}",
+            result.len()
+        )));
+    }
+    let nonce: [u8; 32] = nonce.try_into().map_err(|_| {
+        TxError::InvalidRequest(format!("nonce: expected 32 bytes, got {}", nonce.len()))
+    })?;
+    let t = task(state, task_id).await?.ok_or_else(|| {
+        err(
+            cr_codes::NO_COMMITMENT,
+            format!("task {task_id}: expected an open task, found none"),
+        )
+    })?;
+    let mut rec = commit_record(state, task_id, owner).await?.ok_or_else(|| {
+        err(
+            cr_codes::NO_COMMITMENT,
+            format!("task {task_id}: expected a commitment from {owner}, found none"),
+        )
+    })?;
+    if rec.outcome != "pending" {
+        return Err(err(
+            cr_codes::ALREADY_REVEALED,
+            format!(
+                "task {task_id}: expected a pending commitment from {owner}, it is {}",
+                rec.outcome
+            ),
+        ));
+    }
+    magnet_x_compute::check_reveal_time(
+        secs(t.commit_window_end)?,
+        secs(t.reveal_window_end)?,
+        secs(ctx.time)?,
+    )?;
+    let committed: [u8; 32] = rec
+        .commitment
+        .as_slice()
+        .try_into()
+        .map_err(|_| TxError::Internal("stored commitment is not 32 bytes".into()))?;
+    let mut events = Vec::new();
+    match magnet_x_compute::verify_reveal(&committed, result, &nonce) {
+        Ok(()) => {
+            rec.outcome = "revealed".into();
+            rec.result = result.to_vec();
+        }
+        Err(mismatch) => {
+            let (amount, ev) =
+                slash(state, owner, magnet_x_compute::Offense::MismatchedReveal).await?;
+            rec.outcome = "mismatched".into();
+            rec.slashed = amount.to_string();
+            events.extend(ev);
+            tracing::debug!(%owner, %task_id, %mismatch, "mismatched reveal slashed");
+        }
+    }
+    state.put_raw(
+        state_key::compute::commit(task_id, owner),
+        rec.encode_to_vec(),
+    );
+    events.push(Event::new(
+        "reveal_result",
+        [
+            ("owner", owner.to_string()).index(),
+            ("task_id", task_id.to_string()).index(),
+            ("outcome", rec.outcome.clone()).index(),
+        ],
+    ));
+    Ok(events)
+}
+
+/// Closes tasks whose reveal window has ended: every commitment still pending is
+/// penalised (missed_reveal). Bounded per block.
+async fn close_tasks<S: StateRead + StateWrite>(
+    state: &mut S,
+    ctx: BlockCtx,
+) -> TxResult<Vec<Event>> {
+    let prefix = state_key::compute::task_deadline_prefix();
+    let mut due = Vec::new();
+    {
+        let mut stream = Box::pin(state.prefix_raw(prefix));
+        while let Some(item) = stream.next().await {
+            let (key, _) = item?;
+            let mut parts = key.strip_prefix(prefix).unwrap_or_default().splitn(2, '/');
+            let time: i64 = parts
+                .next()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| TxError::Internal(format!("corrupt task deadline key {key}")))?;
+            // A reveal at exactly reveal_window_end is already late.
+            if time > ctx.time {
+                break;
+            }
+            let task_id = parts.next().unwrap_or_default().to_string();
+            due.push((key, task_id));
+            if due.len() >= MAX_TASK_DEADLINES_PER_BLOCK {
+                break;
+            }
+        }
+    }
+    let mut events = Vec::new();
+    for (key, task_id) in due {
+        state.delete(key);
+        let mut pending = Vec::new();
+        {
+            let cprefix = state_key::compute::commits_of_task(&task_id);
+            let mut stream = Box::pin(state.prefix_raw(&cprefix));
+            while let Some(item) = stream.next().await {
+                let (ckey, raw) = item?;
+                let rec = CommitRecord::decode(raw.as_slice())
+                    .map_err(|e| TxError::Internal(format!("corrupt {ckey}: {e}")))?;
+                if rec.outcome == "pending" {
+                    pending.push(rec);
+                }
+            }
+        }
+        for mut rec in pending {
+            let (amount, ev) =
+                slash(state, &rec.owner, magnet_x_compute::Offense::MissedReveal).await?;
+            rec.outcome = "missed".into();
+            rec.slashed = amount.to_string();
+            state.put_raw(
+                state_key::compute::commit(&task_id, &rec.owner),
+                rec.encode_to_vec(),
+            );
+            events.extend(ev);
+        }
+        if let Some(mut t) = task(state, &task_id).await? {
+            t.closed = true;
+            state.put_raw(state_key::compute::task(&task_id), t.encode_to_vec());
+        }
+        events.push(Event::new("close_task", [("task_id", task_id).index()]));
+    }
+    Ok(events)
 }

@@ -214,6 +214,29 @@ enum ComputeTx {
         #[command(flatten)]
         flags: TxFlags,
     },
+    /// Commit to a result: SHA-256(result || nonce) with a 32-byte hex nonce.
+    Commit {
+        key: String,
+        task_id: String,
+        /// The result to commit to (revealed later with the same nonce).
+        #[arg(long)]
+        result: String,
+        #[arg(long)]
+        nonce_hex: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+    /// Reveal a committed result inside the reveal window.
+    Reveal {
+        key: String,
+        task_id: String,
+        #[arg(long)]
+        result: String,
+        #[arg(long)]
+        nonce_hex: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
     /// Begin unbonding (bond returns after the unbonding delay).
     Unbond {
         key: String,
@@ -230,6 +253,19 @@ enum ComputeQuery {
         node: NodeArg,
     },
     Params {
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// A commit-reveal task's windows.
+    Task {
+        task_id: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// One worker's commitment to a task and its outcome.
+    Commitment {
+        task_id: String,
+        owner: String,
         #[command(flatten)]
         node: NodeArg,
     },
@@ -644,6 +680,51 @@ async fn run(cli: Cli) -> Result<()> {
                         any_of(magnet_chain::tx::MSG_SUBMIT_CONTRIBUTION_TYPE_URL, &msg),
                     )
                 }
+                ComputeTx::Commit {
+                    key,
+                    task_id,
+                    result,
+                    nonce_hex,
+                    flags,
+                } => {
+                    let owner = Keyring::open(&home).get(&key)?.address;
+                    let nonce: [u8; 32] = hex::decode(&nonce_hex)?
+                        .try_into()
+                        .map_err(|_| anyhow!("expected --nonce-hex of 32 bytes (64 hex chars)"))?;
+                    let commitment =
+                        magnet_x_compute::commitment(result.as_bytes(), &nonce).to_vec();
+                    let msg = pb::MsgCommitResult {
+                        owner,
+                        task_id,
+                        commitment,
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_COMMIT_RESULT_TYPE_URL, &msg),
+                    )
+                }
+                ComputeTx::Reveal {
+                    key,
+                    task_id,
+                    result,
+                    nonce_hex,
+                    flags,
+                } => {
+                    let owner = Keyring::open(&home).get(&key)?.address;
+                    let nonce = hex::decode(&nonce_hex)?;
+                    let msg = pb::MsgRevealResult {
+                        owner,
+                        task_id,
+                        result: result.into_bytes(),
+                        nonce,
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_REVEAL_RESULT_TYPE_URL, &msg),
+                    )
+                }
                 ComputeTx::Heartbeat { key, flags } => {
                     let owner = Keyring::open(&home).get(&key)?.address;
                     (
@@ -714,6 +795,65 @@ async fn run(cli: Cli) -> Result<()> {
                     Vec::new(),
                 )
                 .await?;
+            }
+            QueryCmd::Compute(ComputeQuery::Task { task_id, node }) => {
+                let n = Node::connect(&node.node)?;
+                let r = n
+                    .rpc
+                    .abci_query(
+                        Some(magnet_chain::query::PATH_COMPUTE_TASK.into()),
+                        task_id.into_bytes(),
+                        None,
+                        false,
+                    )
+                    .await?;
+                if r.code.is_err() {
+                    bail!(
+                        "query failed: code {} ({}): {}",
+                        r.code.value(),
+                        r.codespace,
+                        r.log
+                    );
+                }
+                let t: magnet_proto::magnet::compute::v1::Task =
+                    magnet_chain::app::decode_msg(&r.value)?;
+                let v = json!({"task_id": t.task_id, "opened_at": t.opened_at.to_string(), "commit_window_end": t.commit_window_end.to_string(),
+                    "reveal_window_end": t.reveal_window_end.to_string(), "commit_count": t.commit_count, "closed": t.closed});
+                print(out, v.clone(), || {
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                });
+            }
+            QueryCmd::Compute(ComputeQuery::Commitment {
+                task_id,
+                owner,
+                node,
+            }) => {
+                let owner = resolve_address(&home, &owner)?;
+                let n = Node::connect(&node.node)?;
+                let r = n
+                    .rpc
+                    .abci_query(
+                        Some(magnet_chain::query::PATH_COMPUTE_COMMIT.into()),
+                        format!("{task_id}/{owner}").into_bytes(),
+                        None,
+                        false,
+                    )
+                    .await?;
+                if r.code.is_err() {
+                    bail!(
+                        "query failed: code {} ({}): {}",
+                        r.code.value(),
+                        r.codespace,
+                        r.log
+                    );
+                }
+                let c: magnet_proto::magnet::compute::v1::CommitRecord =
+                    magnet_chain::app::decode_msg(&r.value)?;
+                let v = json!({"task_id": c.task_id, "owner": c.owner, "commitment": hex::encode(&c.commitment), "committed_at": c.committed_at.to_string(),
+                    "outcome": c.outcome, "result": String::from_utf8_lossy(&c.result), "slashed": c.slashed});
+                print(out, v.clone(), || {
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                });
             }
             QueryCmd::Compute(ComputeQuery::Epoch { node }) => {
                 compute_json_query(

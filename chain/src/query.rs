@@ -31,6 +31,10 @@ pub const PATH_STORE: &str = "/store";
 pub const PATH_COMPUTE_WORKER: &str = "/magnet.compute.v1.Query/Worker";
 pub const PATH_COMPUTE_PARAMS: &str = "/magnet.compute.v1.Query/Params";
 pub const PATH_COMPUTE_EPOCH: &str = "/magnet.compute.v1.Query/Epoch";
+/// data = task id; answers a `magnet.compute.v1.Task`.
+pub const PATH_COMPUTE_TASK: &str = "/magnet.compute.v1.Query/Task";
+/// data = `<task_id>/<owner>`; answers a `magnet.compute.v1.CommitRecord`.
+pub const PATH_COMPUTE_COMMIT: &str = "/magnet.compute.v1.Query/Commit";
 pub const PATH_COMPUTE_SETTLEMENT: &str = "/magnet.compute.v1.Query/Settlement";
 /// ProofOp type of a JMT ICS23 commitment proof.
 pub const PROOF_OP_TYPE: &str = "ics23:jmt";
@@ -161,6 +165,27 @@ async fn route(s: &Snapshot, req: &request::Query) -> Result<response::Query, re
                 .map_err(from_tx_err)?
                 .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("worker {addr} not found")))?
                 .encode_to_vec()
+        }
+        PATH_COMPUTE_TASK | PATH_COMPUTE_COMMIT => {
+            let text = std::str::from_utf8(&req.data)
+                .map_err(|_| App::query_error(18, "expected utf-8 query data".into()))?;
+            if req.path == PATH_COMPUTE_TASK {
+                crate::compute::validate_task_id(text).map_err(from_tx_err)?;
+                crate::compute::task(s, text)
+                    .await
+                    .map_err(from_tx_err)?
+                    .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("task {text} not found")))?
+                    .encode_to_vec()
+            } else {
+                let (task_id, owner) = text.split_once('/').ok_or_else(|| {
+                    App::query_error(18, format!("expected <task_id>/<owner>, got {text:?}"))
+                })?;
+                crate::compute::commit_record(s, task_id, owner)
+                    .await
+                    .map_err(from_tx_err)?
+                    .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("no commitment from {owner} to {task_id}")))?
+                    .encode_to_vec()
+            }
         }
         PATH_COMPUTE_EPOCH => {
             let e = crate::compute::epoch(s).await.map_err(from_tx_err)?;

@@ -60,6 +60,22 @@ pub mod compute {
     pub fn settlement(epoch: u64) -> String {
         format!("compute/settlement/{epoch:020}")
     }
+    pub fn task(task_id: &str) -> String {
+        format!("compute/task/{task_id}")
+    }
+    pub fn commits_of_task(task_id: &str) -> String {
+        format!("compute/commit/{task_id}/")
+    }
+    pub fn commit(task_id: &str, owner: &str) -> String {
+        format!("compute/commit/{task_id}/{owner}")
+    }
+    /// Tasks ordered by reveal deadline, for missed-reveal penalties at end of block.
+    pub fn task_deadline_prefix() -> &'static str {
+        "compute/task_deadline/"
+    }
+    pub fn task_deadline(reveal_end: i64, task_id: &str) -> String {
+        format!("compute/task_deadline/{:020}/{task_id}", reveal_end.max(0))
+    }
     /// Unbonding queue ordered by completion time: zero-padded so byte order = time order.
     pub fn unbonding_prefix() -> &'static str {
         "compute/unbonding/"

@@ -28,7 +28,11 @@ pub const MSG_REGISTER_WORKER_TYPE_URL: &str = "/magnet.compute.v1.MsgRegisterWo
 pub const MSG_HEARTBEAT_TYPE_URL: &str = "/magnet.compute.v1.MsgHeartbeat";
 pub const MSG_BEGIN_UNBOND_TYPE_URL: &str = "/magnet.compute.v1.MsgBeginUnbond";
 pub const MSG_SUBMIT_CONTRIBUTION_TYPE_URL: &str = "/magnet.compute.v1.MsgSubmitContribution";
-const KNOWN_TYPE_URLS: [&str; 5] = [
+pub const MSG_COMMIT_RESULT_TYPE_URL: &str = "/magnet.compute.v1.MsgCommitResult";
+pub const MSG_REVEAL_RESULT_TYPE_URL: &str = "/magnet.compute.v1.MsgRevealResult";
+const KNOWN_TYPE_URLS: [&str; 7] = [
+    MSG_COMMIT_RESULT_TYPE_URL,
+    MSG_REVEAL_RESULT_TYPE_URL,
     MSG_SUBMIT_CONTRIBUTION_TYPE_URL,
     MSG_SEND_TYPE_URL,
     MSG_REGISTER_WORKER_TYPE_URL,
@@ -65,6 +69,24 @@ pub enum Msg {
         model_params: u64,
         checkpoint_hash: String,
     },
+    CommitResult {
+        owner: String,
+        task_id: String,
+        commitment: Vec<u8>,
+    },
+    RevealResult {
+        owner: String,
+        task_id: String,
+        result: Vec<u8>,
+        nonce: Vec<u8>,
+    },
+}
+
+impl Msg {
+    /// Commit and reveal messages are time-critical: they go first in proposals.
+    pub fn is_commit_reveal(&self) -> bool {
+        matches!(self, Msg::CommitResult { .. } | Msg::RevealResult { .. })
+    }
 }
 
 /// Every message is signed by its owner: anything else is unauthorized.
@@ -289,6 +311,29 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
                     owner: owner_is_signer("MsgBeginUnbond", &m.owner, &signer)?,
                 });
             }
+            MSG_COMMIT_RESULT_TYPE_URL => {
+                use magnet_proto::magnet::compute::v1::MsgCommitResult;
+                let m: MsgCommitResult =
+                    decode_proto("magnet.compute.v1.MsgCommitResult", &any.value)?;
+                let owner = owner_is_signer("MsgCommitResult", &m.owner, &signer)?;
+                msgs.push(Msg::CommitResult {
+                    owner,
+                    task_id: m.task_id,
+                    commitment: m.commitment,
+                });
+            }
+            MSG_REVEAL_RESULT_TYPE_URL => {
+                use magnet_proto::magnet::compute::v1::MsgRevealResult;
+                let m: MsgRevealResult =
+                    decode_proto("magnet.compute.v1.MsgRevealResult", &any.value)?;
+                let owner = owner_is_signer("MsgRevealResult", &m.owner, &signer)?;
+                msgs.push(Msg::RevealResult {
+                    owner,
+                    task_id: m.task_id,
+                    result: m.result,
+                    nonce: m.nonce,
+                });
+            }
             MSG_SUBMIT_CONTRIBUTION_TYPE_URL => {
                 use magnet_proto::magnet::compute::v1::MsgSubmitContribution;
                 let m: MsgSubmitContribution =
@@ -499,6 +544,21 @@ pub async fn execute<S: StateRead + StateWrite>(
             Msg::BeginUnbond { owner } => {
                 events.extend(crate::compute::begin_unbond(state, ctx, owner).await?)
             }
+            Msg::CommitResult {
+                owner,
+                task_id,
+                commitment,
+            } => events.extend(
+                crate::compute::commit_result(state, ctx, owner, task_id, commitment).await?,
+            ),
+            Msg::RevealResult {
+                owner,
+                task_id,
+                result,
+                nonce,
+            } => events.extend(
+                crate::compute::reveal_result(state, ctx, owner, task_id, result, nonce).await?,
+            ),
             Msg::SubmitContribution {
                 owner,
                 steps,

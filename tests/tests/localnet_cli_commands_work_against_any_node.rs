@@ -111,6 +111,49 @@ async fn localnet_cli_commands_work_against_any_node() -> anyhow::Result<()> {
     let p = magnetd(&["query", "compute", "params", "--node", &net.rpc_url(0)])?;
     assert_eq!(p["epoch_length_secs"], 600, "{p}");
 
+    // Commit-reveal: a commitment through one node, read back (pending) through another.
+    let nonce = "11".repeat(32);
+    let r = magnetd(&[
+        "tx",
+        "compute",
+        "commit",
+        "user1",
+        "cli-task-1",
+        "--result",
+        "score=0.9",
+        "--nonce-hex",
+        &nonce,
+        "--home",
+        &home,
+        "--node",
+        &net.rpc_url(2),
+        "-y",
+    ])?;
+    assert_eq!(r["code"], 0, "{r}");
+    let t = magnetd(&[
+        "query",
+        "compute",
+        "task",
+        "cli-task-1",
+        "--node",
+        &net.rpc_url(0),
+    ])?;
+    assert_eq!(t["commit_count"], 1, "{t}");
+    let cm = magnetd(&[
+        "query",
+        "compute",
+        "commitment",
+        "cli-task-1",
+        "user1",
+        "--home",
+        &home,
+        "--node",
+        &net.rpc_url(1),
+    ])?;
+    assert_eq!(cm["outcome"], "pending", "{cm}");
+    let e = magnetd(&["query", "compute", "epoch", "--node", &net.rpc_url(3)])?;
+    assert_eq!(e["index"], 0, "{e}");
+
     // A rejected send exits non-zero and reports the stable code.
     let out = Command::new(magnetd_bin())
         .args([

@@ -370,7 +370,10 @@ async fn x_compute_workers_register_heartbeat_and_unbond() {
     let settled = compute::epoch(&snap).await.unwrap().index;
     let mut released = 0u128;
     for e in 0..settled {
-        let rec = compute::settlement(&snap, e).await.unwrap().expect("settled");
+        let rec = compute::settlement(&snap, e)
+            .await
+            .unwrap()
+            .expect("settled");
         released += rec.released.parse::<u128>().unwrap();
     }
     assert!(settled >= 1, "the unbonding delay spans an epoch");
@@ -510,4 +513,183 @@ async fn x_compute_epochs_settle_rewards_by_tier_and_contribution() {
         bank::supply(&snap, "umag").await.unwrap(),
         before + released2
     );
+}
+
+/// Commit-reveal through the app: a reveal inside its window that opens the commitment
+/// is recorded; a mismatched reveal is slashed (mismatched_reveal) and the slash is
+/// burned; a commitment never revealed is penalised (missed_reveal) when the reveal
+/// window closes; early, late and duplicate messages get stable codes; and commit or
+/// reveal txs go first in a proposal under spam.
+#[tokio::test]
+async fn x_compute_commit_reveal_windows_and_slashing() {
+    use magnet_chain::compute::cr_codes;
+    use magnet_chain::tx::{
+        MSG_COMMIT_RESULT_TYPE_URL as COMMIT, MSG_REVEAL_RESULT_TYPE_URL as REVEAL,
+    };
+    use magnet_proto::magnet::compute::v1::{MsgCommitResult, MsgRevealResult};
+    let mut c = Chain::new().await;
+    let p = compute::params(&c.app.storage().latest_snapshot())
+        .await
+        .unwrap();
+    let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
+    for n in 1..=3u8 {
+        let r = c
+            .run(
+                n,
+                MSG_REGISTER_WORKER_TYPE_URL,
+                &register(n, "gpu_compute", gpu_min, HardwareProfile::default()),
+            )
+            .await;
+        assert_eq!(r.code.value(), 0, "{}", r.log);
+    }
+    let nonce = |n: u8| [n; 32];
+    let result = b"eval-score:0.8125".to_vec();
+    let commit = |n: u8| MsgCommitResult {
+        owner: address(n),
+        task_id: "eval-42".into(),
+        commitment: magnet_x_compute::commitment(&result, &nonce(n)).to_vec(),
+    };
+    for n in 1..=3u8 {
+        let r = c.run(n, COMMIT, &commit(n)).await;
+        assert_eq!(r.code.value(), 0, "{}", r.log);
+    }
+    assert_eq!(
+        c.run(1, COMMIT, &commit(1)).await.code.value(),
+        cr_codes::DUPLICATE_COMMIT
+    );
+    let reveal = |n: u8, res: &[u8]| MsgRevealResult {
+        owner: address(n),
+        task_id: "eval-42".into(),
+        result: res.to_vec(),
+        nonce: nonce(n).to_vec(),
+    };
+    // Too early: the commit window is still open.
+    let r = c.run(1, REVEAL, &reveal(1, &result)).await;
+    assert_eq!(r.codespace, "compute", "{}", r.log);
+    assert!(r.log.contains("expected"), "{}", r.log);
+
+    let snap = c.app.storage().latest_snapshot();
+    let task = compute::task(&snap, "eval-42").await.unwrap().unwrap();
+    let supply0 = bank::supply(&snap, "umag").await.unwrap();
+    // Into the reveal window (no epoch settlement before the reveal window ends:
+    // commit 360 s + reveal 180 s < 600 s epoch).
+    c.block(task.commit_window_end - c.now, vec![]).await;
+    let r = c.run(1, REVEAL, &reveal(1, &result)).await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    let r = c.run(2, REVEAL, &reveal(2, b"a different result")).await;
+    assert_eq!(
+        r.code.value(),
+        0,
+        "a mismatched reveal is recorded and slashed: {}",
+        r.log
+    );
+    assert_eq!(
+        c.run(1, REVEAL, &reveal(1, &result)).await.code.value(),
+        cr_codes::ALREADY_REVEALED
+    );
+
+    let snap = c.app.storage().latest_snapshot();
+    let rec1 = compute::commit_record(&snap, "eval-42", &address(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (rec1.outcome.as_str(), rec1.result.clone()),
+        ("revealed", result.clone())
+    );
+    let rec2 = compute::commit_record(&snap, "eval-42", &address(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec2.outcome, "mismatched");
+    let mismatch_slash =
+        magnet_x_compute::slash_amount(gpu_min, magnet_x_compute::Offense::MismatchedReveal, &p);
+    assert!(mismatch_slash > 0 && mismatch_slash <= gpu_min);
+    assert_eq!(rec2.slashed, mismatch_slash.to_string());
+    let w2 = compute::worker(&snap, &address(2)).await.unwrap().unwrap();
+    assert_eq!(w2.bond, (gpu_min - mismatch_slash).to_string());
+    assert_eq!(
+        bank::supply(&snap, "umag").await.unwrap(),
+        supply0 - mismatch_slash,
+        "slash is burned"
+    );
+
+    // Worker 3 never reveals: penalised when the reveal window closes.
+    c.block(task.reveal_window_end - c.now, vec![]).await;
+    let snap = c.app.storage().latest_snapshot();
+    let rec3 = compute::commit_record(&snap, "eval-42", &address(3))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec3.outcome, "missed");
+    let missed_slash =
+        magnet_x_compute::slash_amount(gpu_min, magnet_x_compute::Offense::MissedReveal, &p);
+    assert_eq!(rec3.slashed, missed_slash.to_string());
+    assert!(
+        compute::task(&snap, "eval-42")
+            .await
+            .unwrap()
+            .unwrap()
+            .closed
+    );
+    // Too late now.
+    let r = c.run(3, REVEAL, &reveal(3, &result)).await;
+    assert_eq!(r.codespace, "compute");
+    // Slash never exceeds the bond: worker 2's bond after its slash covers it.
+    let w1 = compute::worker(&snap, &address(1)).await.unwrap().unwrap();
+    assert_eq!(
+        w1.bond,
+        gpu_min.to_string(),
+        "an honest worker keeps its bond"
+    );
+
+    // Priority: with room for only a few txs, a commit at the end of a flood of sends
+    // is still proposed, ahead of them.
+    let mut spam: Vec<Bytes> = Vec::new();
+    for _ in 0..20 {
+        let tx = c.tx(
+            4,
+            "/cosmos.bank.v1beta1.MsgSend",
+            &cosmrs::proto::cosmos::bank::v1beta1::MsgSend {
+                from_address: address(4),
+                to_address: address(1),
+                amount: vec![cosmrs::proto::cosmos::base::v1beta1::Coin {
+                    denom: "umag".into(),
+                    amount: "1".into(),
+                }],
+            },
+        );
+        c.seq[4] += 1;
+        spam.push(tx.into());
+    }
+    let late_commit = MsgCommitResult {
+        owner: address(1),
+        task_id: "eval-43".into(),
+        commitment: vec![7; 32],
+    };
+    let commit_tx: Bytes = c.tx(1, COMMIT, &late_commit).into();
+    let mut mempool = spam.clone();
+    mempool.push(commit_tx.clone());
+    let budget = i64::try_from(spam[..3].iter().map(|t| t.len() + 11).sum::<usize>()).unwrap();
+    let prop = c
+        .app
+        .prepare_proposal(request::PrepareProposal {
+            max_tx_bytes: budget,
+            txs: mempool,
+            local_last_commit: None,
+            misbehavior: vec![],
+            height: (c.height + 1).try_into().unwrap(),
+            time: time(c.now + 1),
+            next_validators_hash: tendermint::Hash::None,
+            proposer_address: tendermint::account::Id::new([0; 20]),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        prop.txs.first(),
+        Some(&commit_tx),
+        "the commit leads the proposal"
+    );
+    assert!(prop.txs.len() >= 2 && prop.txs.len() <= 3);
+    assert_eq!(prop.txs[1], spam[0], "sends keep their order behind it");
 }
