@@ -179,10 +179,13 @@ impl Localnet {
         self.node(i)?.latest_height().await
     }
 
+    /// Waits until node i's *application* has committed height `h`. (CometBFT's
+    /// status height counts blocks stored, which during catch-up runs ahead of the
+    /// blocks applied, so queries could still see older state.)
     pub async fn wait_height(&self, i: usize, h: u64, timeout: Duration) -> Result<u64> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Ok(cur) = self.height(i).await {
+            if let Ok((cur, _)) = self.abci_info(i).await {
                 if cur >= h {
                     return Ok(cur);
                 }
