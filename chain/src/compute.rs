@@ -907,3 +907,110 @@ async fn close_tasks<S: StateRead + StateWrite>(
     }
     Ok(events)
 }
+
+/// Module account receiving the treasury share of API revenue.
+pub const TREASURY: &str = "treasury";
+
+/// The on-chain receipt of a settled x402 call (`compute/x402/<request_id>`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InferenceReceipt {
+    pub request_id: String,
+    pub payer: String,
+    pub serving_node: String,
+    pub amount: String,
+    pub height: u64,
+    pub shares: magnet_x_compute::RevenueShares,
+}
+
+pub async fn inference_receipt<S: StateRead>(
+    state: &S,
+    request_id: &str,
+) -> TxResult<Option<InferenceReceipt>> {
+    get_json(state, &state_key::compute::inference_receipt(request_id)).await
+}
+
+/// Settles a paid inference call: the payer's amount is split per `revenue_split`
+/// (contributors by weight, serving node, treasury, burn). Each request id settles once.
+pub async fn settle_inference<S: StateRead + StateWrite>(
+    state: &mut S,
+    ctx: BlockCtx,
+    payer: &str,
+    request_id: &str,
+    serving_node: &str,
+    amount: u128,
+    contributors: &std::collections::BTreeMap<String, u128>,
+) -> TxResult<Vec<Event>> {
+    validate_task_id(request_id)?;
+    if inference_receipt(state, request_id).await?.is_some() {
+        return Err(err(
+            cr_codes::DUPLICATE_COMMIT,
+            format!(
+                "request {request_id}: expected an unsettled request id, it was already settled"
+            ),
+        ));
+    }
+    let node = registered(state, serving_node).await?;
+    if node.unbonding {
+        return Err(err(
+            codes::ALREADY_UNBONDING,
+            format!("serving node {serving_node} is unbonding: expected an active worker"),
+        ));
+    }
+    let p = params(state).await?;
+    let shares = magnet_x_compute::split_revenue(amount, &p.revenue_split, contributors)?;
+    // Check the payer can cover the whole amount before moving anything (clear error).
+    let have = bank::balance(state, payer, BOND_DENOM).await?;
+    if have < amount {
+        return Err(TxError::InsufficientFunds(format!(
+            "payer {payer} needs {amount}{BOND_DENOM} for request {request_id}, has {have}{BOND_DENOM}"
+        )));
+    }
+    for (who, share) in &shares.contributors {
+        auth::ensure_account(state, who).await?;
+        bank::transfer(state, payer, who, BOND_DENOM, *share).await?;
+    }
+    bank::transfer(state, payer, serving_node, BOND_DENOM, shares.serving_node).await?;
+    bank::transfer(
+        state,
+        payer,
+        &auth::module_address(TREASURY),
+        BOND_DENOM,
+        shares.treasury,
+    )
+    .await?;
+    bank::burn(state, payer, BOND_DENOM, shares.burn).await?;
+    let receipt = InferenceReceipt {
+        request_id: request_id.to_string(),
+        payer: payer.to_string(),
+        serving_node: serving_node.to_string(),
+        amount: amount.to_string(),
+        height: ctx.height,
+        shares: shares.clone(),
+    };
+    put_json(
+        state,
+        state_key::compute::inference_receipt(request_id),
+        &receipt,
+    )?;
+    Ok(vec![
+        Event::new(
+            "settle_inference",
+            [
+                ("request_id", request_id.to_string()).index(),
+                ("payer", payer.to_string()).index(),
+                ("serving_node", serving_node.to_string()).index(),
+                ("amount", format!("{amount}{BOND_DENOM}")).index(),
+                (
+                    "contributors",
+                    shares.contributors.values().sum::<u128>().to_string(),
+                )
+                    .index(),
+                ("treasury", shares.treasury.to_string()).index(),
+            ],
+        ),
+        Event::new(
+            "burn",
+            [("amount", format!("{}{BOND_DENOM}", shares.burn)).index()],
+        ),
+    ])
+}

@@ -237,6 +237,20 @@ enum ComputeTx {
         #[command(flatten)]
         flags: TxFlags,
     },
+    /// Settle a paid (x402) inference call: `--contributor ADDR:WEIGHT` may repeat.
+    SettleInference {
+        payer: String,
+        #[arg(long)]
+        request_id: String,
+        #[arg(long)]
+        serving_node: String,
+        #[arg(long)]
+        amount: String,
+        #[arg(long = "contributor")]
+        contributors: Vec<String>,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
     /// Begin unbonding (bond returns after the unbonding delay).
     Unbond {
         key: String,
@@ -266,6 +280,12 @@ enum ComputeQuery {
     Commitment {
         task_id: String,
         owner: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// The receipt of a settled x402 call.
+    Receipt {
+        request_id: String,
         #[command(flatten)]
         node: NodeArg,
     },
@@ -725,6 +745,44 @@ async fn run(cli: Cli) -> Result<()> {
                         any_of(magnet_chain::tx::MSG_REVEAL_RESULT_TYPE_URL, &msg),
                     )
                 }
+                ComputeTx::SettleInference {
+                    payer,
+                    request_id,
+                    serving_node,
+                    amount,
+                    contributors,
+                    flags,
+                } => {
+                    let payer_addr = Keyring::open(&home).get(&payer)?.address;
+                    let amount = match parse_coins_arg(&amount)?.as_slice() {
+                        [(d, a)] if d == magnet_chain::params::BOND_DENOM => *a,
+                        _ => bail!("expected --amount in umag, got {amount}"),
+                    };
+                    let contributors = contributors
+                        .iter()
+                        .map(|c| {
+                            let (a, w) = c.split_once(':').ok_or_else(|| {
+                                anyhow!("expected --contributor ADDR:WEIGHT, got {c}")
+                            })?;
+                            Ok(pb::ContributorWeight {
+                                address: a.to_string(),
+                                weight: w.to_string(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let msg = pb::MsgSettleInference {
+                        payer: payer_addr,
+                        request_id,
+                        serving_node,
+                        amount: amount.to_string(),
+                        contributors,
+                    };
+                    (
+                        payer,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_SETTLE_INFERENCE_TYPE_URL, &msg),
+                    )
+                }
                 ComputeTx::Heartbeat { key, flags } => {
                     let owner = Keyring::open(&home).get(&key)?.address;
                     (
@@ -854,6 +912,15 @@ async fn run(cli: Cli) -> Result<()> {
                 print(out, v.clone(), || {
                     serde_json::to_string_pretty(&v).unwrap_or_default()
                 });
+            }
+            QueryCmd::Compute(ComputeQuery::Receipt { request_id, node }) => {
+                compute_json_query(
+                    out,
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_RECEIPT,
+                    request_id.into_bytes(),
+                )
+                .await?;
             }
             QueryCmd::Compute(ComputeQuery::Epoch { node }) => {
                 compute_json_query(

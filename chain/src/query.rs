@@ -31,6 +31,8 @@ pub const PATH_STORE: &str = "/store";
 pub const PATH_COMPUTE_WORKER: &str = "/magnet.compute.v1.Query/Worker";
 pub const PATH_COMPUTE_PARAMS: &str = "/magnet.compute.v1.Query/Params";
 pub const PATH_COMPUTE_EPOCH: &str = "/magnet.compute.v1.Query/Epoch";
+/// data = request id; answers the JSON receipt of a settled x402 call.
+pub const PATH_COMPUTE_RECEIPT: &str = "/magnet.compute.v1.Query/InferenceReceipt";
 /// data = task id; answers a `magnet.compute.v1.Task`.
 pub const PATH_COMPUTE_TASK: &str = "/magnet.compute.v1.Query/Task";
 /// data = `<task_id>/<owner>`; answers a `magnet.compute.v1.CommitRecord`.
@@ -186,6 +188,15 @@ async fn route(s: &Snapshot, req: &request::Query) -> Result<response::Query, re
                     .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("no commitment from {owner} to {task_id}")))?
                     .encode_to_vec()
             }
+        }
+        PATH_COMPUTE_RECEIPT => {
+            let id = std::str::from_utf8(&req.data)
+                .map_err(|_| App::query_error(18, "expected a utf-8 request id".into()))?;
+            let rec = crate::compute::inference_receipt(s, id)
+                .await
+                .map_err(from_tx_err)?
+                .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("request {id} has not been settled")))?;
+            serde_json::to_vec(&rec).map_err(|e| App::query_error(1, e.to_string()))?
         }
         PATH_COMPUTE_EPOCH => {
             let e = crate::compute::epoch(s).await.map_err(from_tx_err)?;

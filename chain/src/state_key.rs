@@ -76,6 +76,9 @@ pub mod compute {
     pub fn task_deadline(reveal_end: i64, task_id: &str) -> String {
         format!("compute/task_deadline/{:020}/{task_id}", reveal_end.max(0))
     }
+    pub fn inference_receipt(request_id: &str) -> String {
+        format!("compute/x402/{request_id}")
+    }
     /// Unbonding queue ordered by completion time: zero-padded so byte order = time order.
     pub fn unbonding_prefix() -> &'static str {
         "compute/unbonding/"

@@ -30,7 +30,9 @@ pub const MSG_BEGIN_UNBOND_TYPE_URL: &str = "/magnet.compute.v1.MsgBeginUnbond";
 pub const MSG_SUBMIT_CONTRIBUTION_TYPE_URL: &str = "/magnet.compute.v1.MsgSubmitContribution";
 pub const MSG_COMMIT_RESULT_TYPE_URL: &str = "/magnet.compute.v1.MsgCommitResult";
 pub const MSG_REVEAL_RESULT_TYPE_URL: &str = "/magnet.compute.v1.MsgRevealResult";
-const KNOWN_TYPE_URLS: [&str; 7] = [
+pub const MSG_SETTLE_INFERENCE_TYPE_URL: &str = "/magnet.compute.v1.MsgSettleInference";
+const KNOWN_TYPE_URLS: [&str; 8] = [
+    MSG_SETTLE_INFERENCE_TYPE_URL,
     MSG_COMMIT_RESULT_TYPE_URL,
     MSG_REVEAL_RESULT_TYPE_URL,
     MSG_SUBMIT_CONTRIBUTION_TYPE_URL,
@@ -68,6 +70,13 @@ pub enum Msg {
         steps: u64,
         model_params: u64,
         checkpoint_hash: String,
+    },
+    SettleInference {
+        payer: String,
+        request_id: String,
+        serving_node: String,
+        amount: u128,
+        contributors: BTreeMap<String, u128>,
     },
     CommitResult {
         owner: String,
@@ -311,6 +320,42 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
                     owner: owner_is_signer("MsgBeginUnbond", &m.owner, &signer)?,
                 });
             }
+            MSG_SETTLE_INFERENCE_TYPE_URL => {
+                use magnet_proto::magnet::compute::v1::MsgSettleInference;
+                let m: MsgSettleInference =
+                    decode_proto("magnet.compute.v1.MsgSettleInference", &any.value)?;
+                let payer = owner_is_signer("MsgSettleInference", &m.payer, &signer)?;
+                let serving_node = auth::validate_address(&m.serving_node)?;
+                let amount = bank::parse_amount(&m.amount)?;
+                if amount == 0 {
+                    return Err(TxError::InvalidCoins(
+                        "expected a positive amount, got 0".into(),
+                    ));
+                }
+                if m.contributors.len() > 32 {
+                    return Err(TxError::InvalidRequest(format!(
+                        "expected at most 32 contributors, got {}",
+                        m.contributors.len()
+                    )));
+                }
+                let mut contributors = BTreeMap::new();
+                for c in &m.contributors {
+                    let addr = auth::validate_address(&c.address)?;
+                    let w = bank::parse_amount(&c.weight)?;
+                    if contributors.insert(addr.clone(), w).is_some() {
+                        return Err(TxError::InvalidRequest(format!(
+                            "expected each contributor once, got {addr} twice"
+                        )));
+                    }
+                }
+                msgs.push(Msg::SettleInference {
+                    payer,
+                    request_id: m.request_id,
+                    serving_node,
+                    amount,
+                    contributors,
+                });
+            }
             MSG_COMMIT_RESULT_TYPE_URL => {
                 use magnet_proto::magnet::compute::v1::MsgCommitResult;
                 let m: MsgCommitResult =
@@ -544,6 +589,24 @@ pub async fn execute<S: StateRead + StateWrite>(
             Msg::BeginUnbond { owner } => {
                 events.extend(crate::compute::begin_unbond(state, ctx, owner).await?)
             }
+            Msg::SettleInference {
+                payer,
+                request_id,
+                serving_node,
+                amount,
+                contributors,
+            } => events.extend(
+                crate::compute::settle_inference(
+                    state,
+                    ctx,
+                    payer,
+                    request_id,
+                    serving_node,
+                    *amount,
+                    contributors,
+                )
+                .await?,
+            ),
             Msg::CommitResult {
                 owner,
                 task_id,

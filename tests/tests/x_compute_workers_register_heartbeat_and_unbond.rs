@@ -693,3 +693,107 @@ async fn x_compute_commit_reveal_windows_and_slashing() {
     assert!(prop.txs.len() >= 2 && prop.txs.len() <= 3);
     assert_eq!(prop.txs[1], spam[0], "sends keep their order behind it");
 }
+
+/// x402 API revenue: a paid call is split (defaults 60% contributors by weight, 25%
+/// serving node, 10% treasury, 5% burned) with every unit accounted for; the request id
+/// settles once; the serving node must be a registered worker; a payer who cannot
+/// cover the amount is refused and nothing moves.
+#[tokio::test]
+async fn x_compute_x402_revenue_is_split_and_burned_exactly() {
+    use magnet_chain::tx::MSG_SETTLE_INFERENCE_TYPE_URL as SETTLE;
+    use magnet_proto::magnet::compute::v1::{ContributorWeight, MsgSettleInference};
+    let mut c = Chain::new().await;
+    let p = compute::params(&c.app.storage().latest_snapshot())
+        .await
+        .unwrap();
+    let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
+    let r = c
+        .run(
+            1,
+            MSG_REGISTER_WORKER_TYPE_URL,
+            &register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
+        )
+        .await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    let fee = GasSettings::default().fee;
+    let treasury = auth::module_address(compute::TREASURY);
+    let msg = |id: &str, node: u8, amount: u128| MsgSettleInference {
+        payer: address(4),
+        request_id: id.into(),
+        serving_node: address(node),
+        amount: amount.to_string(),
+        contributors: vec![
+            ContributorWeight {
+                address: address(2),
+                weight: "1".into(),
+            },
+            ContributorWeight {
+                address: address(3),
+                weight: "2".into(),
+            },
+        ],
+    };
+    let snap = c.app.storage().latest_snapshot();
+    let supply0 = bank::supply(&snap, "umag").await.unwrap();
+    let before: Vec<u128> =
+        futures::future::join_all([address(1), address(2), address(3), address(4)].iter().map(
+            |a| {
+                let snap = snap.clone();
+                let a = a.clone();
+                async move { bank::balance(&snap, &a, "umag").await.unwrap() }
+            },
+        ))
+        .await;
+    let amount = 3_000_001u128;
+    let r = c.run(4, SETTLE, &msg("req-1", 1, amount)).await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    let snap = c.app.storage().latest_snapshot();
+    let bal = |n: u8| {
+        let snap = snap.clone();
+        async move { bank::balance(&snap, &address(n), "umag").await.unwrap() }
+    };
+    let node_share = bal(1).await - before[0];
+    let c2 = bal(2).await - before[1];
+    let c3 = bal(3).await - before[2];
+    let paid = before[3] - bal(4).await - fee;
+    let burned = supply0 - bank::supply(&snap, "umag").await.unwrap();
+    let tre = bank::balance(&snap, &treasury, "umag").await.unwrap();
+    assert_eq!(paid, amount);
+    assert_eq!(
+        node_share + c2 + c3 + tre + burned,
+        amount,
+        "every unit accounted for"
+    );
+    assert_eq!(node_share, amount * 250_000 / 1_000_000);
+    assert_eq!(burned, amount * 50_000 / 1_000_000);
+    assert!(
+        c3.abs_diff(2 * c2) <= 2,
+        "contributors paid 1:2 by weight: {c2} vs {c3}"
+    );
+    let rec = compute::inference_receipt(&snap, "req-1")
+        .await
+        .unwrap()
+        .expect("receipt");
+    assert_eq!(rec.amount, amount.to_string());
+
+    // Refusals change nothing.
+    let snap_before = bank::balance(&snap, &address(4), "umag").await.unwrap();
+    let r = c.run(4, SETTLE, &msg("req-1", 1, 10)).await;
+    assert_eq!(r.codespace, "compute", "replayed request id: {}", r.log);
+    let r = c.run(4, SETTLE, &msg("req-2", 2, 10)).await;
+    assert_eq!(
+        (r.codespace.as_str(), r.code.value()),
+        ("compute", codes::NOT_REGISTERED),
+        "{}",
+        r.log
+    );
+    let r = c.run(4, SETTLE, &msg("req-3", 1, FUNDS * 10)).await;
+    assert_eq!(r.code.value(), 5, "{}", r.log);
+    let r = c.run(4, SETTLE, &msg("req-4", 1, 0)).await;
+    assert_eq!(r.code.value(), 10, "{}", r.log);
+    let snap = c.app.storage().latest_snapshot();
+    assert_eq!(
+        bank::balance(&snap, &address(4), "umag").await.unwrap(),
+        snap_before
+    );
+}

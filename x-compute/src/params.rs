@@ -74,6 +74,9 @@ pub struct ComputeParams {
     pub unbonding_delay_secs: u64,
     /// A worker not heard from for this many seconds of block time is stale.
     pub heartbeat_stale_secs: u64,
+    /// Split of x402 API revenue (contributors / serving node / treasury / burn).
+    #[serde(default)]
+    pub revenue_split: crate::revenue::RevenueSplit,
 }
 
 impl Default for ComputeParams {
@@ -111,6 +114,7 @@ impl Default for ComputeParams {
             // 21 days, as Cosmos staking: long enough for any dispute window to close.
             unbonding_delay_secs: 21 * SECONDS_PER_DAY,
             heartbeat_stale_secs: 120,
+            revenue_split: crate::revenue::RevenueSplit::default(),
         }
     }
 }
@@ -196,6 +200,7 @@ impl ComputeParams {
             1,
             u64::MAX,
         )?;
+        self.revenue_split.validate()?;
         Ok(())
     }
 }
