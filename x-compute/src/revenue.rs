@@ -36,10 +36,15 @@ impl Default for RevenueSplit {
 
 impl RevenueSplit {
     pub fn validate(&self) -> Result<(), String> {
-        let sum = u128::from(self.contributors_ppm)
-            + u128::from(self.serving_node_ppm)
-            + u128::from(self.treasury_ppm)
-            + u128::from(self.burn_ppm);
+        // Four u64 values summed in u128 cannot overflow; saturation is unreachable.
+        let sum = [
+            self.contributors_ppm,
+            self.serving_node_ppm,
+            self.treasury_ppm,
+            self.burn_ppm,
+        ]
+        .iter()
+        .fold(0u128, |acc, v| acc.saturating_add(u128::from(*v)));
         if sum != PPM {
             return Err(format!(
                 "param revenue_split: expected shares summing to {PPM} ppm, got {} + {} + {} + {} = {sum}",
