@@ -1014,3 +1014,243 @@ pub async fn settle_inference<S: StateRead + StateWrite>(
         ),
     ])
 }
+
+/// Most workers in one DiLoCo round (bounds the round record and per-round work).
+pub const MAX_ROUND_WORKERS: usize = 64;
+
+pub mod round_codes {
+    pub const WRONG_ROUND: u32 = 121;
+    pub const NOT_ELIGIBLE: u32 = 122;
+    pub const ROUND_CLOSED: u32 = 123;
+    pub const NOT_LEADER: u32 = 124;
+    pub const DUPLICATE_GRADIENT: u32 = 125;
+    pub const NO_GRADIENTS: u32 = 126;
+}
+
+use magnet_proto::magnet::compute::v1::{GradientCommitment, Round};
+
+fn validate_hash(field: &str, h: &str) -> TxResult<()> {
+    if h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(TxError::InvalidRequest(format!(
+            "{field}: expected 64 hex characters (SHA-256), got {h:?}"
+        )))
+    }
+}
+
+pub async fn round<S: StateRead>(state: &S, n: u64) -> TxResult<Option<Round>> {
+    get_proto(state, &state_key::compute::round(n)).await
+}
+
+pub async fn next_round<S: StateRead>(state: &S) -> TxResult<u64> {
+    Ok(get_json::<_, u64>(state, state_key::compute::next_round())
+        .await?
+        .unwrap_or(0))
+}
+
+/// Opens the next DiLoCo round; the leader is `sorted(eligible)[round mod N]` (by node id).
+pub async fn open_round<S: StateRead + StateWrite>(
+    state: &mut S,
+    ctx: BlockCtx,
+    owner: &str,
+    m: &magnet_proto::magnet::compute::v1::MsgOpenRound,
+) -> TxResult<Vec<Event>> {
+    let expected = next_round(state).await?;
+    if m.round != expected {
+        return Err(err(
+            round_codes::WRONG_ROUND,
+            format!("expected round {expected}, got {}", m.round),
+        ));
+    }
+    registered(state, owner).await?;
+    validate_hash("base_checkpoint_hash", &m.base_checkpoint_hash)?;
+    if m.inner_steps == 0 || m.duration_secs == 0 {
+        return Err(TxError::InvalidRequest(format!(
+            "expected inner_steps > 0 and duration_secs > 0, got {} and {}",
+            m.inner_steps, m.duration_secs
+        )));
+    }
+    if m.eligible.is_empty() || m.eligible.len() > MAX_ROUND_WORKERS {
+        return Err(TxError::InvalidRequest(format!(
+            "expected 1..={MAX_ROUND_WORKERS} eligible workers, got {}",
+            m.eligible.len()
+        )));
+    }
+    let mut by_node = std::collections::BTreeMap::new();
+    for addr in &m.eligible {
+        let addr = auth::validate_address(addr)?;
+        let w = registered(state, &addr).await.map_err(|_| {
+            err(
+                round_codes::NOT_ELIGIBLE,
+                format!("eligible worker {addr}: expected a registered worker, found none"),
+            )
+        })?;
+        if w.unbonding {
+            return Err(err(
+                round_codes::NOT_ELIGIBLE,
+                format!("eligible worker {addr} is unbonding"),
+            ));
+        }
+        if by_node.insert(w.node_id.clone(), addr.clone()).is_some() {
+            return Err(TxError::InvalidRequest(format!(
+                "expected each eligible worker once, got {addr} twice"
+            )));
+        }
+    }
+    let eligible: Vec<String> = by_node.into_values().collect();
+    let n =
+        u64::try_from(eligible.len()).map_err(|_| TxError::Overflow("eligible count".into()))?;
+    let leader_idx = usize::try_from(m.round.checked_rem(n).unwrap_or(0)).unwrap_or(0);
+    let leader = eligible.get(leader_idx).cloned().unwrap_or_default();
+    let deadline = ctx
+        .time
+        .checked_add(
+            i64::try_from(m.duration_secs)
+                .map_err(|_| TxError::Overflow("duration exceeds i64".into()))?,
+        )
+        .ok_or_else(|| TxError::Overflow("round deadline overflows".into()))?;
+    let r = Round {
+        round: m.round,
+        inner_steps: m.inner_steps,
+        opened_at: ctx.time,
+        deadline,
+        base_checkpoint_hash: m.base_checkpoint_hash.to_lowercase(),
+        eligible,
+        leader: leader.clone(),
+        gradients: vec![],
+        merged_checkpoint_hash: String::new(),
+        finalized: false,
+    };
+    state.put_raw(state_key::compute::round(m.round), r.encode_to_vec());
+    put_json(
+        state,
+        state_key::compute::next_round().into(),
+        &m.round.saturating_add(1),
+    )?;
+    Ok(vec![Event::new(
+        "open_round",
+        [
+            ("round", m.round.to_string()).index(),
+            ("leader", leader).index(),
+            ("deadline", deadline.to_string()).index(),
+            ("inner_steps", m.inner_steps.to_string()).index(),
+        ],
+    )])
+}
+
+async fn open_round_for<S: StateRead>(state: &S, n: u64) -> TxResult<Round> {
+    let r = round(state, n).await?.ok_or_else(|| {
+        err(
+            round_codes::WRONG_ROUND,
+            format!("expected an opened round {n}, found none"),
+        )
+    })?;
+    if r.finalized {
+        return Err(err(
+            round_codes::ROUND_CLOSED,
+            format!("round {n}: expected an open round, it is finalized"),
+        ));
+    }
+    Ok(r)
+}
+
+pub async fn submit_gradient<S: StateRead + StateWrite>(
+    state: &mut S,
+    ctx: BlockCtx,
+    owner: &str,
+    m: &magnet_proto::magnet::compute::v1::MsgSubmitGradient,
+) -> TxResult<Vec<Event>> {
+    let mut r = open_round_for(state, m.round).await?;
+    if ctx.time >= r.deadline {
+        return Err(err(
+            round_codes::ROUND_CLOSED,
+            format!(
+                "round {}: expected a block time before the deadline {}, got {}",
+                m.round, r.deadline, ctx.time
+            ),
+        ));
+    }
+    if !r.eligible.iter().any(|e| e == owner) {
+        return Err(err(
+            round_codes::NOT_ELIGIBLE,
+            format!(
+                "round {}: {owner} is not among its {} eligible workers",
+                m.round,
+                r.eligible.len()
+            ),
+        ));
+    }
+    if r.gradients.iter().any(|g| g.owner == owner) {
+        return Err(err(
+            round_codes::DUPLICATE_GRADIENT,
+            format!(
+                "round {}: expected one gradient from {owner}, got a second",
+                m.round
+            ),
+        ));
+    }
+    validate_hash("gradient_hash", &m.gradient_hash)?;
+    if m.content_id.is_empty() || m.content_id.len() > 128 {
+        return Err(TxError::InvalidRequest(format!(
+            "content_id: expected 1-128 bytes, got {}",
+            m.content_id.len()
+        )));
+    }
+    let w = registered(state, owner).await?;
+    r.gradients.push(GradientCommitment {
+        owner: owner.to_string(),
+        node_id: w.node_id,
+        gradient_hash: m.gradient_hash.to_lowercase(),
+        content_id: m.content_id.clone(),
+        local_loss_ppm: m.local_loss_ppm,
+        submitted_at: ctx.time,
+    });
+    state.put_raw(state_key::compute::round(m.round), r.encode_to_vec());
+    Ok(vec![Event::new(
+        "submit_gradient",
+        [
+            ("round", m.round.to_string()).index(),
+            ("owner", owner.to_string()).index(),
+            ("gradient_hash", m.gradient_hash.to_lowercase()).index(),
+        ],
+    )])
+}
+
+pub async fn finalize_round<S: StateRead + StateWrite>(
+    state: &mut S,
+    owner: &str,
+    m: &magnet_proto::magnet::compute::v1::MsgFinalizeRound,
+) -> TxResult<Vec<Event>> {
+    let mut r = open_round_for(state, m.round).await?;
+    if r.leader != owner {
+        return Err(err(
+            round_codes::NOT_LEADER,
+            format!(
+                "round {}: expected the leader {}, got {owner}",
+                m.round, r.leader
+            ),
+        ));
+    }
+    if r.gradients.is_empty() {
+        return Err(err(
+            round_codes::NO_GRADIENTS,
+            format!(
+                "round {}: expected at least one gradient before merging, got none",
+                m.round
+            ),
+        ));
+    }
+    validate_hash("merged_checkpoint_hash", &m.merged_checkpoint_hash)?;
+    r.merged_checkpoint_hash = m.merged_checkpoint_hash.to_lowercase();
+    r.finalized = true;
+    state.put_raw(state_key::compute::round(m.round), r.encode_to_vec());
+    Ok(vec![Event::new(
+        "finalize_round",
+        [
+            ("round", m.round.to_string()).index(),
+            ("merged_checkpoint_hash", r.merged_checkpoint_hash.clone()).index(),
+            ("gradients", r.gradients.len().to_string()).index(),
+        ],
+    )])
+}

@@ -251,6 +251,46 @@ enum ComputeTx {
         #[command(flatten)]
         flags: TxFlags,
     },
+    /// Open the next DiLoCo round (`--eligible ADDR` repeats).
+    OpenRound {
+        key: String,
+        #[arg(long)]
+        round: u64,
+        #[arg(long)]
+        inner_steps: u64,
+        #[arg(long)]
+        duration_secs: u64,
+        #[arg(long)]
+        base_checkpoint_hash: String,
+        #[arg(long = "eligible")]
+        eligible: Vec<String>,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+    /// Commit a pseudo-gradient to a round.
+    SubmitGradient {
+        key: String,
+        #[arg(long)]
+        round: u64,
+        #[arg(long)]
+        gradient_hash: String,
+        #[arg(long)]
+        content_id: String,
+        #[arg(long, default_value_t = 0)]
+        local_loss_ppm: u64,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+    /// As the round's leader, record the merged checkpoint.
+    FinalizeRound {
+        key: String,
+        #[arg(long)]
+        round: u64,
+        #[arg(long)]
+        merged_checkpoint_hash: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
     /// Begin unbonding (bond returns after the unbonding delay).
     Unbond {
         key: String,
@@ -286,6 +326,12 @@ enum ComputeQuery {
     /// The receipt of a settled x402 call.
     Receipt {
         request_id: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// A DiLoCo round: eligible workers, leader, gradients, merged checkpoint.
+    Round {
+        round: u64,
         #[command(flatten)]
         node: NodeArg,
     },
@@ -783,6 +829,74 @@ async fn run(cli: Cli) -> Result<()> {
                         any_of(magnet_chain::tx::MSG_SETTLE_INFERENCE_TYPE_URL, &msg),
                     )
                 }
+                ComputeTx::OpenRound {
+                    key,
+                    round,
+                    inner_steps,
+                    duration_secs,
+                    base_checkpoint_hash,
+                    eligible,
+                    flags,
+                } => {
+                    let owner = Keyring::open(&home).get(&key)?.address;
+                    let eligible = eligible
+                        .iter()
+                        .map(|e| resolve_address(&home, e))
+                        .collect::<Result<Vec<_>>>()?;
+                    let msg = pb::MsgOpenRound {
+                        owner,
+                        round,
+                        inner_steps,
+                        duration_secs,
+                        base_checkpoint_hash,
+                        eligible,
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_OPEN_ROUND_TYPE_URL, &msg),
+                    )
+                }
+                ComputeTx::SubmitGradient {
+                    key,
+                    round,
+                    gradient_hash,
+                    content_id,
+                    local_loss_ppm,
+                    flags,
+                } => {
+                    let owner = Keyring::open(&home).get(&key)?.address;
+                    let msg = pb::MsgSubmitGradient {
+                        owner,
+                        round,
+                        gradient_hash,
+                        content_id,
+                        local_loss_ppm,
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_SUBMIT_GRADIENT_TYPE_URL, &msg),
+                    )
+                }
+                ComputeTx::FinalizeRound {
+                    key,
+                    round,
+                    merged_checkpoint_hash,
+                    flags,
+                } => {
+                    let owner = Keyring::open(&home).get(&key)?.address;
+                    let msg = pb::MsgFinalizeRound {
+                        owner,
+                        round,
+                        merged_checkpoint_hash,
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_FINALIZE_ROUND_TYPE_URL, &msg),
+                    )
+                }
                 ComputeTx::Heartbeat { key, flags } => {
                     let owner = Keyring::open(&home).get(&key)?.address;
                     (
@@ -921,6 +1035,36 @@ async fn run(cli: Cli) -> Result<()> {
                     request_id.into_bytes(),
                 )
                 .await?;
+            }
+            QueryCmd::Compute(ComputeQuery::Round { round, node }) => {
+                let n = Node::connect(&node.node)?;
+                let r = n
+                    .rpc
+                    .abci_query(
+                        Some(magnet_chain::query::PATH_COMPUTE_ROUND.into()),
+                        round.to_string().into_bytes(),
+                        None,
+                        false,
+                    )
+                    .await?;
+                if r.code.is_err() {
+                    bail!(
+                        "query failed: code {} ({}): {}",
+                        r.code.value(),
+                        r.codespace,
+                        r.log
+                    );
+                }
+                let rd: magnet_proto::magnet::compute::v1::Round =
+                    magnet_chain::app::decode_msg(&r.value)?;
+                let grads: Vec<_> = rd.gradients.iter().map(|g| json!({"owner": g.owner, "node_id": g.node_id, "gradient_hash": g.gradient_hash,
+                    "content_id": g.content_id, "local_loss_ppm": g.local_loss_ppm.to_string(), "submitted_at": g.submitted_at.to_string()})).collect();
+                let v = json!({"round": rd.round.to_string(), "inner_steps": rd.inner_steps.to_string(), "opened_at": rd.opened_at.to_string(),
+                    "deadline": rd.deadline.to_string(), "base_checkpoint_hash": rd.base_checkpoint_hash, "eligible": rd.eligible, "leader": rd.leader,
+                    "gradients": grads, "merged_checkpoint_hash": rd.merged_checkpoint_hash, "finalized": rd.finalized});
+                print(out, v.clone(), || {
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                });
             }
             QueryCmd::Compute(ComputeQuery::Epoch { node }) => {
                 compute_json_query(

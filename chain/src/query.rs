@@ -31,6 +31,8 @@ pub const PATH_STORE: &str = "/store";
 pub const PATH_COMPUTE_WORKER: &str = "/magnet.compute.v1.Query/Worker";
 pub const PATH_COMPUTE_PARAMS: &str = "/magnet.compute.v1.Query/Params";
 pub const PATH_COMPUTE_EPOCH: &str = "/magnet.compute.v1.Query/Epoch";
+/// data = decimal round number; answers a `magnet.compute.v1.Round`.
+pub const PATH_COMPUTE_ROUND: &str = "/magnet.compute.v1.Query/Round";
 /// data = request id; answers the JSON receipt of a settled x402 call.
 pub const PATH_COMPUTE_RECEIPT: &str = "/magnet.compute.v1.Query/InferenceReceipt";
 /// data = task id; answers a `magnet.compute.v1.Task`.
@@ -197,6 +199,17 @@ async fn route(s: &Snapshot, req: &request::Query) -> Result<response::Query, re
                 .map_err(from_tx_err)?
                 .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("request {id} has not been settled")))?;
             serde_json::to_vec(&rec).map_err(|e| App::query_error(1, e.to_string()))?
+        }
+        PATH_COMPUTE_ROUND => {
+            let n: u64 = std::str::from_utf8(&req.data)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .ok_or_else(|| App::query_error(18, "expected a decimal round number in query data".into()))?;
+            crate::compute::round(s, n)
+                .await
+                .map_err(from_tx_err)?
+                .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("round {n} not found")))?
+                .encode_to_vec()
         }
         PATH_COMPUTE_EPOCH => {
             let e = crate::compute::epoch(s).await.map_err(from_tx_err)?;

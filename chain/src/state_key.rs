@@ -79,6 +79,12 @@ pub mod compute {
     pub fn inference_receipt(request_id: &str) -> String {
         format!("compute/x402/{request_id}")
     }
+    pub fn round(round: u64) -> String {
+        format!("compute/round/{round:020}")
+    }
+    pub fn next_round() -> &'static str {
+        "compute/next_round"
+    }
     /// Unbonding queue ordered by completion time: zero-padded so byte order = time order.
     pub fn unbonding_prefix() -> &'static str {
         "compute/unbonding/"

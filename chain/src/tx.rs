@@ -31,7 +31,13 @@ pub const MSG_SUBMIT_CONTRIBUTION_TYPE_URL: &str = "/magnet.compute.v1.MsgSubmit
 pub const MSG_COMMIT_RESULT_TYPE_URL: &str = "/magnet.compute.v1.MsgCommitResult";
 pub const MSG_REVEAL_RESULT_TYPE_URL: &str = "/magnet.compute.v1.MsgRevealResult";
 pub const MSG_SETTLE_INFERENCE_TYPE_URL: &str = "/magnet.compute.v1.MsgSettleInference";
-const KNOWN_TYPE_URLS: [&str; 8] = [
+pub const MSG_OPEN_ROUND_TYPE_URL: &str = "/magnet.compute.v1.MsgOpenRound";
+pub const MSG_SUBMIT_GRADIENT_TYPE_URL: &str = "/magnet.compute.v1.MsgSubmitGradient";
+pub const MSG_FINALIZE_ROUND_TYPE_URL: &str = "/magnet.compute.v1.MsgFinalizeRound";
+const KNOWN_TYPE_URLS: [&str; 11] = [
+    MSG_OPEN_ROUND_TYPE_URL,
+    MSG_SUBMIT_GRADIENT_TYPE_URL,
+    MSG_FINALIZE_ROUND_TYPE_URL,
     MSG_SETTLE_INFERENCE_TYPE_URL,
     MSG_COMMIT_RESULT_TYPE_URL,
     MSG_REVEAL_RESULT_TYPE_URL,
@@ -71,6 +77,9 @@ pub enum Msg {
         model_params: u64,
         checkpoint_hash: String,
     },
+    OpenRound(magnet_proto::magnet::compute::v1::MsgOpenRound),
+    SubmitGradient(magnet_proto::magnet::compute::v1::MsgSubmitGradient),
+    FinalizeRound(magnet_proto::magnet::compute::v1::MsgFinalizeRound),
     SettleInference {
         payer: String,
         request_id: String,
@@ -319,6 +328,24 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
                 msgs.push(Msg::BeginUnbond {
                     owner: owner_is_signer("MsgBeginUnbond", &m.owner, &signer)?,
                 });
+            }
+            MSG_OPEN_ROUND_TYPE_URL => {
+                let m: magnet_proto::magnet::compute::v1::MsgOpenRound =
+                    decode_proto("magnet.compute.v1.MsgOpenRound", &any.value)?;
+                owner_is_signer("MsgOpenRound", &m.owner, &signer)?;
+                msgs.push(Msg::OpenRound(m));
+            }
+            MSG_SUBMIT_GRADIENT_TYPE_URL => {
+                let m: magnet_proto::magnet::compute::v1::MsgSubmitGradient =
+                    decode_proto("magnet.compute.v1.MsgSubmitGradient", &any.value)?;
+                owner_is_signer("MsgSubmitGradient", &m.owner, &signer)?;
+                msgs.push(Msg::SubmitGradient(m));
+            }
+            MSG_FINALIZE_ROUND_TYPE_URL => {
+                let m: magnet_proto::magnet::compute::v1::MsgFinalizeRound =
+                    decode_proto("magnet.compute.v1.MsgFinalizeRound", &any.value)?;
+                owner_is_signer("MsgFinalizeRound", &m.owner, &signer)?;
+                msgs.push(Msg::FinalizeRound(m));
             }
             MSG_SETTLE_INFERENCE_TYPE_URL => {
                 use magnet_proto::magnet::compute::v1::MsgSettleInference;
@@ -588,6 +615,15 @@ pub async fn execute<S: StateRead + StateWrite>(
             }
             Msg::BeginUnbond { owner } => {
                 events.extend(crate::compute::begin_unbond(state, ctx, owner).await?)
+            }
+            Msg::OpenRound(m) => {
+                events.extend(crate::compute::open_round(state, ctx, &tx.signer, m).await?)
+            }
+            Msg::SubmitGradient(m) => {
+                events.extend(crate::compute::submit_gradient(state, ctx, &tx.signer, m).await?)
+            }
+            Msg::FinalizeRound(m) => {
+                events.extend(crate::compute::finalize_round(state, &tx.signer, m).await?)
             }
             Msg::SettleInference {
                 payer,

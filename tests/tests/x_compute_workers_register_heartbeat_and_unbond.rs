@@ -797,3 +797,128 @@ async fn x_compute_x402_revenue_is_split_and_burned_exactly() {
         snap_before
     );
 }
+
+/// DiLoCo round registry: rounds open in sequence; the leader is sorted(eligible by
+/// node id)[round mod N]; only eligible workers submit one gradient each before the
+/// deadline; only the leader finalizes, and only after a gradient exists.
+#[tokio::test]
+async fn x_compute_diloco_rounds_pick_the_leader_and_record_gradients() {
+    use magnet_chain::compute::round_codes;
+    use magnet_chain::tx::{
+        MSG_FINALIZE_ROUND_TYPE_URL as FINALIZE, MSG_OPEN_ROUND_TYPE_URL as OPEN,
+        MSG_SUBMIT_GRADIENT_TYPE_URL as GRAD,
+    };
+    use magnet_proto::magnet::compute::v1::{MsgFinalizeRound, MsgOpenRound, MsgSubmitGradient};
+    let mut c = Chain::new().await;
+    let p = compute::params(&c.app.storage().latest_snapshot())
+        .await
+        .unwrap();
+    let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
+    for n in 1..=3u8 {
+        let r = c
+            .run(
+                n,
+                MSG_REGISTER_WORKER_TYPE_URL,
+                &register(n, "gpu_compute", gpu_min, HardwareProfile::default()),
+            )
+            .await;
+        assert_eq!(r.code.value(), 0, "{}", r.log);
+    }
+    let h = |b: u8| hex::encode([b; 32]);
+    let open = |round: u64| MsgOpenRound {
+        owner: address(1),
+        round,
+        inner_steps: 500,
+        duration_secs: 300,
+        base_checkpoint_hash: h(1),
+        eligible: vec![address(3), address(1), address(2)],
+    };
+    assert_eq!(
+        c.run(1, OPEN, &open(1)).await.code.value(),
+        round_codes::WRONG_ROUND,
+        "rounds start at 0"
+    );
+    let r = c.run(1, OPEN, &open(0)).await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    let snap = c.app.storage().latest_snapshot();
+    let round = compute::round(&snap, 0).await.unwrap().unwrap();
+    // Expected leader: sort the three workers by node id, take index 0 mod 3.
+    let mut by_node: Vec<(String, String)> = Vec::new();
+    for n in 1..=3u8 {
+        let w = compute::worker(&snap, &address(n)).await.unwrap().unwrap();
+        by_node.push((w.node_id, address(n)));
+    }
+    by_node.sort();
+    assert_eq!(
+        round.eligible,
+        by_node.iter().map(|(_, a)| a.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(round.leader, by_node[0].1);
+    let leader_n = (1..=3u8).find(|n| address(*n) == round.leader).unwrap();
+    let other_n = (1..=3u8).find(|n| *n != leader_n).unwrap();
+
+    let grad = |n: u8| MsgSubmitGradient {
+        owner: address(n),
+        round: 0,
+        gradient_hash: h(n + 10),
+        content_id: format!("shard-{n}"),
+        local_loss_ppm: 2_500_000,
+    };
+    // Finalizing before any gradient, or by a non-leader, is refused.
+    let fin = |n: u8| MsgFinalizeRound {
+        owner: address(n),
+        round: 0,
+        merged_checkpoint_hash: h(99),
+    };
+    assert_eq!(
+        c.run(leader_n, FINALIZE, &fin(leader_n)).await.code.value(),
+        round_codes::NO_GRADIENTS
+    );
+    assert_eq!(
+        c.run(4, GRAD, &grad(4)).await.code.value(),
+        round_codes::NOT_ELIGIBLE
+    );
+    for n in 1..=2u8 {
+        let r = c.run(n, GRAD, &grad(n)).await;
+        assert_eq!(r.code.value(), 0, "{}", r.log);
+    }
+    assert_eq!(
+        c.run(1, GRAD, &grad(1)).await.code.value(),
+        round_codes::DUPLICATE_GRADIENT
+    );
+    assert_eq!(
+        c.run(other_n, FINALIZE, &fin(other_n)).await.code.value(),
+        round_codes::NOT_LEADER
+    );
+    let r = c.run(leader_n, FINALIZE, &fin(leader_n)).await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    let round = compute::round(&c.app.storage().latest_snapshot(), 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(round.finalized);
+    assert_eq!(round.merged_checkpoint_hash, h(99));
+    assert_eq!(round.gradients.len(), 2);
+    assert_eq!(
+        c.run(3, GRAD, &grad(3)).await.code.value(),
+        round_codes::ROUND_CLOSED
+    );
+
+    // Round 1: the leader rotates to index 1; a gradient after the deadline is refused.
+    let r = c.run(1, OPEN, &open(1)).await;
+    assert_eq!(r.code.value(), 0, "{}", r.log);
+    let round1 = compute::round(&c.app.storage().latest_snapshot(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(round1.leader, by_node[1].1);
+    c.block(301, vec![]).await;
+    let late = MsgSubmitGradient {
+        round: 1,
+        ..grad(2)
+    };
+    assert_eq!(
+        c.run(2, GRAD, &late).await.code.value(),
+        round_codes::ROUND_CLOSED
+    );
+}
