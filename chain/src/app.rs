@@ -61,7 +61,7 @@ pub struct App {
     fault: Option<Fault>,
     sigs: tx::SigCache,
     /// Params and chain id of the committed state, reloaded after every commit.
-    cached: Option<(ChainParams, String)>,
+    cached: Option<(ChainParams, String, i64)>,
 }
 
 fn tx_error_result(e: &TxError) -> ExecTxResult {
@@ -187,13 +187,18 @@ impl App {
         self.cached = None;
     }
 
-    /// Params and chain id of the last committed state (one read per block, not per tx).
-    async fn committed_params(&mut self) -> TxResult<(ChainParams, String)> {
+    /// Params, chain id and block time of the last committed state (read once per
+    /// block, not per tx).
+    async fn committed_params(&mut self) -> TxResult<(ChainParams, String, i64)> {
         if let Some(c) = &self.cached {
             return Ok(c.clone());
         }
         let snap = self.storage.latest_snapshot();
-        let c = (Self::params(&snap).await?, Self::chain_id(&snap).await?);
+        let c = (
+            Self::params(&snap).await?,
+            Self::chain_id(&snap).await?,
+            Self::block_time_secs(&snap).await?,
+        );
         self.cached = Some(c.clone());
         Ok(c)
     }
@@ -246,11 +251,10 @@ impl App {
     }
 
     async fn check_tx_inner(&mut self, raw: &[u8]) -> TxResult<(i64, i64, Vec<Event>)> {
-        let (params, chain_id) = self.committed_params().await?;
+        // CheckTx runs against the last committed block's time.
+        let (params, chain_id, time) = self.committed_params().await?;
         let decoded = tx::decode(raw, &params)?;
         let height = self.committed_height().saturating_add(1);
-        // CheckTx runs against the last committed block's time.
-        let time = Self::block_time_secs(&self.mempool).await?;
         let ctx = crate::compute::BlockCtx { height, time };
         let mut child = StateDelta::new(&mut self.mempool);
         let events = tx::execute(
