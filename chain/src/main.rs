@@ -417,6 +417,28 @@ fn resolve_address(home: &std::path::Path, s: &str) -> Result<String> {
     }
 }
 
+/// Runs an ABCI query whose answer is a protobuf message, failing with the node's code.
+async fn proto_query<M: prost::Message + Default>(
+    node: &str,
+    path: &str,
+    data: Vec<u8>,
+) -> Result<M> {
+    let n = Node::connect(node)?;
+    let r = n
+        .rpc
+        .abci_query(Some(path.into()), data, None, false)
+        .await?;
+    if r.code.is_err() {
+        bail!(
+            "query {path} failed: code {} ({}): {}",
+            r.code.value(),
+            r.codespace,
+            r.log
+        );
+    }
+    magnet_chain::app::decode_msg(&r.value)
+}
+
 /// Runs an x-compute query whose answer is JSON and prints it.
 async fn compute_json_query(out: Output, node: &str, path: &str, data: Vec<u8>) -> Result<()> {
     let n = Node::connect(node)?;
@@ -925,26 +947,12 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Query(q) => match q {
             QueryCmd::Compute(ComputeQuery::Worker { address, node }) => {
                 let addr = resolve_address(&home, &address)?;
-                let n = Node::connect(&node.node)?;
-                let r = n
-                    .rpc
-                    .abci_query(
-                        Some(magnet_chain::query::PATH_COMPUTE_WORKER.into()),
-                        addr.as_bytes().to_vec(),
-                        None,
-                        false,
-                    )
-                    .await?;
-                if r.code.is_err() {
-                    bail!(
-                        "query failed: code {} ({}): {}",
-                        r.code.value(),
-                        r.codespace,
-                        r.log
-                    );
-                }
-                let w: magnet_proto::magnet::compute::v1::Worker =
-                    magnet_chain::app::decode_msg(&r.value)?;
+                let w: magnet_proto::magnet::compute::v1::Worker = proto_query(
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_WORKER,
+                    addr.as_bytes().to_vec(),
+                )
+                .await?;
                 let hw = w.hardware.clone().unwrap_or_default();
                 let v = json!({
                     "owner": w.owner, "node_id": w.node_id, "tier": w.tier, "requested_tier": w.requested_tier,
@@ -969,26 +977,12 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?;
             }
             QueryCmd::Compute(ComputeQuery::Task { task_id, node }) => {
-                let n = Node::connect(&node.node)?;
-                let r = n
-                    .rpc
-                    .abci_query(
-                        Some(magnet_chain::query::PATH_COMPUTE_TASK.into()),
-                        task_id.into_bytes(),
-                        None,
-                        false,
-                    )
-                    .await?;
-                if r.code.is_err() {
-                    bail!(
-                        "query failed: code {} ({}): {}",
-                        r.code.value(),
-                        r.codespace,
-                        r.log
-                    );
-                }
-                let t: magnet_proto::magnet::compute::v1::Task =
-                    magnet_chain::app::decode_msg(&r.value)?;
+                let t: magnet_proto::magnet::compute::v1::Task = proto_query(
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_TASK,
+                    task_id.into_bytes(),
+                )
+                .await?;
                 let v = json!({"task_id": t.task_id, "opened_at": t.opened_at.to_string(), "commit_window_end": t.commit_window_end.to_string(),
                     "reveal_window_end": t.reveal_window_end.to_string(), "commit_count": t.commit_count, "closed": t.closed});
                 print(out, v.clone(), || {
@@ -1001,26 +995,12 @@ async fn run(cli: Cli) -> Result<()> {
                 node,
             }) => {
                 let owner = resolve_address(&home, &owner)?;
-                let n = Node::connect(&node.node)?;
-                let r = n
-                    .rpc
-                    .abci_query(
-                        Some(magnet_chain::query::PATH_COMPUTE_COMMIT.into()),
-                        format!("{task_id}/{owner}").into_bytes(),
-                        None,
-                        false,
-                    )
-                    .await?;
-                if r.code.is_err() {
-                    bail!(
-                        "query failed: code {} ({}): {}",
-                        r.code.value(),
-                        r.codespace,
-                        r.log
-                    );
-                }
-                let c: magnet_proto::magnet::compute::v1::CommitRecord =
-                    magnet_chain::app::decode_msg(&r.value)?;
+                let c: magnet_proto::magnet::compute::v1::CommitRecord = proto_query(
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_COMMIT,
+                    format!("{task_id}/{owner}").into_bytes(),
+                )
+                .await?;
                 let v = json!({"task_id": c.task_id, "owner": c.owner, "commitment": hex::encode(&c.commitment), "committed_at": c.committed_at.to_string(),
                     "outcome": c.outcome, "result": String::from_utf8_lossy(&c.result), "slashed": c.slashed});
                 print(out, v.clone(), || {
@@ -1037,26 +1017,12 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?;
             }
             QueryCmd::Compute(ComputeQuery::Round { round, node }) => {
-                let n = Node::connect(&node.node)?;
-                let r = n
-                    .rpc
-                    .abci_query(
-                        Some(magnet_chain::query::PATH_COMPUTE_ROUND.into()),
-                        round.to_string().into_bytes(),
-                        None,
-                        false,
-                    )
-                    .await?;
-                if r.code.is_err() {
-                    bail!(
-                        "query failed: code {} ({}): {}",
-                        r.code.value(),
-                        r.codespace,
-                        r.log
-                    );
-                }
-                let rd: magnet_proto::magnet::compute::v1::Round =
-                    magnet_chain::app::decode_msg(&r.value)?;
+                let rd: magnet_proto::magnet::compute::v1::Round = proto_query(
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_ROUND,
+                    round.to_string().into_bytes(),
+                )
+                .await?;
                 let grads: Vec<_> = rd.gradients.iter().map(|g| json!({"owner": g.owner, "node_id": g.node_id, "gradient_hash": g.gradient_hash,
                     "content_id": g.content_id, "local_loss_ppm": g.local_loss_ppm.to_string(), "submitted_at": g.submitted_at.to_string()})).collect();
                 let v = json!({"round": rd.round.to_string(), "inner_steps": rd.inner_steps.to_string(), "opened_at": rd.opened_at.to_string(),

@@ -130,7 +130,7 @@ mod tests {
                 treasury_ppm: cuts[2] - cuts[1],
                 burn_ppm: 1_000_000 - cuts[2],
             };
-            let s = split_revenue(amount, &split, &weights).unwrap();
+            let s = split_revenue(amount, &split, &weights).expect("valid split");
             let total = s.contributors.values().sum::<u128>() + s.serving_node + s.treasury + s.burn;
             prop_assert_eq!(total, amount);
             prop_assert!(s.burn <= amount / 1_000_000 * u128::from(split.burn_ppm) + u128::from(split.burn_ppm));
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn default_split_of_a_round_amount_is_exact() {
         let w: BTreeMap<String, u128> = [("a".to_string(), 1), ("b".to_string(), 3)].into();
-        let s = split_revenue(1_000_000, &RevenueSplit::default(), &w).unwrap();
+        let s = split_revenue(1_000_000, &RevenueSplit::default(), &w).expect("valid split");
         assert_eq!(
             (s.serving_node, s.treasury, s.burn),
             (250_000, 100_000, 50_000)
@@ -157,7 +157,8 @@ mod tests {
             s.contributors,
             [("a".to_string(), 150_000), ("b".to_string(), 450_000)].into()
         );
-        let none = split_revenue(1_000_000, &RevenueSplit::default(), &BTreeMap::new()).unwrap();
+        let none = split_revenue(1_000_000, &RevenueSplit::default(), &BTreeMap::new())
+            .expect("valid split");
         assert_eq!(
             none.treasury, 700_000,
             "no contributors: their part goes to the treasury"
