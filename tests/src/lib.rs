@@ -10,6 +10,8 @@
     clippy::unwrap_used
 )]
 
+pub mod abci;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -6,8 +6,6 @@
 
 #![allow(clippy::arithmetic_side_effects)]
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use cnidarium::{StateDelta, StateWrite, Storage, TempStorage};
 use cosmrs::crypto::secp256k1::SigningKey;
@@ -19,11 +17,10 @@ use magnet_chain::client::{GasSettings, TxSigner};
 use magnet_chain::genesis::{AppGenesis, GenesisAccount, GenesisCoin};
 use magnet_chain::params::{ChainParams, BOND_DENOM};
 use magnet_chain::{bank, state_key, tx, App};
+use magnet_e2e::abci;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use prost::Message;
-use tendermint::abci::types::CommitInfo;
-use tendermint::consensus::params::{AbciParams, ValidatorParams, VersionParams};
 use tendermint::v0_38::abci::{request, response};
 
 const CHAIN_ID: &str = "magnet-test-1";
@@ -93,56 +90,16 @@ fn genesis() -> AppGenesis {
     }
 }
 
-fn consensus_params() -> tendermint::consensus::Params {
-    tendermint::consensus::Params {
-        block: tendermint::block::Size {
-            max_bytes: 22_020_096,
-            max_gas: -1,
-            time_iota_ms: 1_000,
-        },
-        evidence: tendermint::evidence::Params {
-            max_age_num_blocks: 100_000,
-            max_age_duration: tendermint::evidence::Duration(Duration::from_secs(172_800)),
-            max_bytes: 1_048_576,
-        },
-        validator: ValidatorParams {
-            pub_key_types: vec![tendermint::public_key::Algorithm::Ed25519],
-        },
-        version: Some(VersionParams { app: 1 }),
-        abci: AbciParams::default(),
-    }
-}
-
-fn block_time(height: u64) -> tendermint::Time {
-    tendermint::Time::from_unix_timestamp(1_700_000_000 + i64::try_from(height).expect("h"), 0)
-        .expect("time")
-}
-
 fn init_chain_request(g: &AppGenesis) -> request::InitChain {
-    request::InitChain {
-        time: block_time(0),
-        chain_id: CHAIN_ID.to_string(),
-        consensus_params: consensus_params(),
-        validators: vec![],
-        app_state_bytes: serde_json::to_vec(g).expect("genesis json").into(),
-        initial_height: 1u32.into(),
-    }
+    abci::init_chain_request(CHAIN_ID, 1_700_000_000, g)
 }
 
 fn finalize_request(height: u64, txs: &[Vec<u8>]) -> request::FinalizeBlock {
-    request::FinalizeBlock {
-        txs: txs.iter().cloned().map(Bytes::from).collect(),
-        decided_last_commit: CommitInfo {
-            round: Default::default(),
-            votes: vec![],
-        },
-        misbehavior: vec![],
-        hash: tendermint::Hash::None,
-        height: height.try_into().expect("height"),
-        time: block_time(height),
-        next_validators_hash: tendermint::Hash::None,
-        proposer_address: tendermint::account::Id::new([7; 20]),
-    }
+    abci::finalize_request(
+        height,
+        1_700_000_000 + i64::try_from(height).expect("h"),
+        txs.iter().cloned().map(Bytes::from).collect(),
+    )
 }
 
 /// (account_number, sequence, pub_key) of an account.

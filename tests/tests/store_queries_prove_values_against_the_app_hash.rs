@@ -17,10 +17,11 @@ use magnet_chain::client::{GasSettings, TxSigner};
 use magnet_chain::genesis::{AppGenesis, GenesisAccount, GenesisCoin};
 use magnet_chain::query::{verify_store_proof, PATH_STORE};
 use magnet_chain::{state_key, App};
-use tendermint::abci::types::CommitInfo;
+use magnet_e2e::abci;
 use tendermint::v0_38::abci::request;
 
 const CHAIN_ID: &str = "magnet-proof-1";
+const T0: i64 = 1_700_000_000;
 
 fn key(n: u8) -> SigningKey {
     SigningKey::from_slice(&[n; 32]).expect("secret")
@@ -35,7 +36,7 @@ fn address(n: u8) -> String {
 }
 
 fn time(h: i64) -> tendermint::Time {
-    tendermint::Time::from_unix_timestamp(1_700_000_000 + h, 0).expect("time")
+    abci::time(T0 + h)
 }
 
 async fn store_query(app: &App, k: &str, prove: bool) -> tendermint::v0_38::abci::response::Query {
@@ -69,32 +70,7 @@ async fn new_app(
         ..Default::default()
     };
     let init = app
-        .init_chain(request::InitChain {
-            time: time(0),
-            chain_id: CHAIN_ID.into(),
-            consensus_params: tendermint::consensus::Params {
-                block: tendermint::block::Size {
-                    max_bytes: 1 << 20,
-                    max_gas: -1,
-                    time_iota_ms: 1000,
-                },
-                evidence: tendermint::evidence::Params {
-                    max_age_num_blocks: 1000,
-                    max_age_duration: tendermint::evidence::Duration(
-                        std::time::Duration::from_secs(3600),
-                    ),
-                    max_bytes: 1 << 16,
-                },
-                validator: tendermint::consensus::params::ValidatorParams {
-                    pub_key_types: vec![tendermint::public_key::Algorithm::Ed25519],
-                },
-                version: None,
-                abci: Default::default(),
-            },
-            validators: vec![],
-            app_state_bytes: serde_json::to_vec(&genesis)?.into(),
-            initial_height: 1u32.into(),
-        })
+        .init_chain(abci::init_chain_request(CHAIN_ID, T0, &genesis))
         .await?;
     Ok((storage, app, init))
 }
@@ -111,19 +87,7 @@ async fn store_queries_prove_values_against_the_app_hash() -> anyhow::Result<()>
         GasSettings::default(),
     )?;
     let fin = app
-        .finalize_block(request::FinalizeBlock {
-            txs: vec![Bytes::from(tx)],
-            decided_last_commit: CommitInfo {
-                round: Default::default(),
-                votes: vec![],
-            },
-            misbehavior: vec![],
-            hash: tendermint::Hash::None,
-            height: 1u32.into(),
-            time: time(1),
-            next_validators_hash: tendermint::Hash::None,
-            proposer_address: tendermint::account::Id::new([0; 20]),
-        })
+        .finalize_block(abci::finalize_request(1, T0 + 1, vec![Bytes::from(tx)]))
         .await?;
     assert_eq!(
         fin.tx_results[0].code.value(),

@@ -20,11 +20,10 @@ use magnet_chain::compute::{self, BONDED_POOL};
 use magnet_chain::genesis::{AppGenesis, GenesisAccount, GenesisCoin};
 use magnet_chain::tx;
 use magnet_chain::{auth, bank, App};
+use magnet_e2e::abci;
 use magnet_proto::magnet::compute::v1 as pb;
 use proptest::prelude::*;
 use prost::Message;
-use tendermint::abci::types::CommitInfo;
-use tendermint::v0_38::abci::request;
 
 const CHAIN_ID: &str = "magnet-inv-1";
 const FUNDS: u128 = 100_000_000_000_000;
@@ -104,34 +103,9 @@ impl World {
                 .collect(),
             ..Default::default()
         };
-        app.init_chain(request::InitChain {
-            time: tendermint::Time::from_unix_timestamp(T0, 0).unwrap(),
-            chain_id: CHAIN_ID.into(),
-            consensus_params: tendermint::consensus::Params {
-                block: tendermint::block::Size {
-                    max_bytes: 1 << 20,
-                    max_gas: -1,
-                    time_iota_ms: 1000,
-                },
-                evidence: tendermint::evidence::Params {
-                    max_age_num_blocks: 1000,
-                    max_age_duration: tendermint::evidence::Duration(
-                        std::time::Duration::from_secs(3600),
-                    ),
-                    max_bytes: 1 << 16,
-                },
-                validator: tendermint::consensus::params::ValidatorParams {
-                    pub_key_types: vec![tendermint::public_key::Algorithm::Ed25519],
-                },
-                version: None,
-                abci: Default::default(),
-            },
-            validators: vec![],
-            app_state_bytes: serde_json::to_vec(&g).unwrap().into(),
-            initial_height: 1u32.into(),
-        })
-        .await
-        .unwrap();
+        app.init_chain(abci::init_chain_request(CHAIN_ID, T0, &g))
+            .await
+            .unwrap();
         World {
             _storage: storage,
             app,
@@ -166,19 +140,7 @@ impl World {
         let txs: Vec<Bytes> = tx.iter().map(|(_, t)| Bytes::from(t.clone())).collect();
         let r = self
             .app
-            .finalize_block(request::FinalizeBlock {
-                txs,
-                decided_last_commit: CommitInfo {
-                    round: Default::default(),
-                    votes: vec![],
-                },
-                misbehavior: vec![],
-                hash: tendermint::Hash::None,
-                height: self.height.try_into().unwrap(),
-                time: tendermint::Time::from_unix_timestamp(self.now, 0).unwrap(),
-                next_validators_hash: tendermint::Hash::None,
-                proposer_address: tendermint::account::Id::new([0; 20]),
-            })
+            .finalize_block(abci::finalize_request(self.height, self.now, txs))
             .await
             .unwrap();
         self.app.commit().await.unwrap();

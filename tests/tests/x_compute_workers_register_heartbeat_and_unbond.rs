@@ -16,11 +16,12 @@ use magnet_chain::tx::{
     MSG_BEGIN_UNBOND_TYPE_URL, MSG_HEARTBEAT_TYPE_URL, MSG_REGISTER_WORKER_TYPE_URL,
 };
 use magnet_chain::{auth, bank, App};
+use magnet_e2e::abci;
 use magnet_proto::magnet::compute::v1::{
     HardwareProfile, MsgBeginUnbond, MsgHeartbeat, MsgRegisterWorker,
 };
 use prost::Message;
-use tendermint::abci::types::{CommitInfo, ExecTxResult};
+use tendermint::abci::types::ExecTxResult;
 use tendermint::v0_38::abci::request;
 
 const CHAIN_ID: &str = "magnet-compute-1";
@@ -37,9 +38,6 @@ fn address(n: u8) -> String {
         .account_id("magnet")
         .expect("address")
         .to_string()
-}
-fn time(t: i64) -> tendermint::Time {
-    tendermint::Time::from_unix_timestamp(t, 0).expect("time")
 }
 
 struct Chain {
@@ -67,34 +65,9 @@ impl Chain {
             ..Default::default()
         };
         g.compute.unbonding_delay_secs = UNBONDING_DELAY;
-        app.init_chain(request::InitChain {
-            time: time(GENESIS_TIME),
-            chain_id: CHAIN_ID.into(),
-            consensus_params: tendermint::consensus::Params {
-                block: tendermint::block::Size {
-                    max_bytes: 1 << 20,
-                    max_gas: -1,
-                    time_iota_ms: 1000,
-                },
-                evidence: tendermint::evidence::Params {
-                    max_age_num_blocks: 1000,
-                    max_age_duration: tendermint::evidence::Duration(
-                        std::time::Duration::from_secs(3600),
-                    ),
-                    max_bytes: 1 << 16,
-                },
-                validator: tendermint::consensus::params::ValidatorParams {
-                    pub_key_types: vec![tendermint::public_key::Algorithm::Ed25519],
-                },
-                version: None,
-                abci: Default::default(),
-            },
-            validators: vec![],
-            app_state_bytes: serde_json::to_vec(&g).expect("json").into(),
-            initial_height: 1u32.into(),
-        })
-        .await
-        .expect("init");
+        app.init_chain(abci::init_chain_request(CHAIN_ID, GENESIS_TIME, &g))
+            .await
+            .expect("init");
         Chain {
             _storage: storage,
             app,
@@ -121,19 +94,11 @@ impl Chain {
         self.now += dt;
         let r = self
             .app
-            .finalize_block(request::FinalizeBlock {
-                txs: txs.into_iter().map(Bytes::from).collect(),
-                decided_last_commit: CommitInfo {
-                    round: Default::default(),
-                    votes: vec![],
-                },
-                misbehavior: vec![],
-                hash: tendermint::Hash::None,
-                height: self.height.try_into().unwrap(),
-                time: time(self.now),
-                next_validators_hash: tendermint::Hash::None,
-                proposer_address: tendermint::account::Id::new([0; 20]),
-            })
+            .finalize_block(abci::finalize_request(
+                self.height,
+                self.now,
+                txs.into_iter().map(Bytes::from).collect(),
+            ))
             .await
             .expect("finalize");
         self.app.commit().await.expect("commit");
@@ -679,7 +644,7 @@ async fn x_compute_commit_reveal_windows_and_slashing() {
             local_last_commit: None,
             misbehavior: vec![],
             height: (c.height + 1).try_into().unwrap(),
-            time: time(c.now + 1),
+            time: abci::time(c.now + 1),
             next_validators_hash: tendermint::Hash::None,
             proposer_address: tendermint::account::Id::new([0; 20]),
         })
