@@ -115,6 +115,12 @@ impl Chain {
         r
     }
 
+    /// Registers a worker and asserts it was accepted.
+    async fn register_ok(&mut self, n: u8, msg: MsgRegisterWorker) {
+        let r = self.run(n, MSG_REGISTER_WORKER_TYPE_URL, &msg).await;
+        assert_eq!(r.code.value(), 0, "{}", r.log);
+    }
+
     async fn balance(&self, addr: &str) -> u128 {
         bank::balance(&self.app.storage().latest_snapshot(), addr, "umag")
             .await
@@ -153,14 +159,11 @@ async fn x_compute_workers_register_heartbeat_and_unbond() {
     let fee = GasSettings::default().fee;
 
     // A valid gpu_compute registration moves exactly the bond (+ fee) and binds the node id.
-    let r = c
-        .run(
-            1,
-            MSG_REGISTER_WORKER_TYPE_URL,
-            &register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
-        )
-        .await;
-    assert_eq!(r.code.value(), 0, "{}", r.log);
+    c.register_ok(
+        1,
+        register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
+    )
+    .await;
     assert_eq!(c.balance(&address(1)).await, FUNDS - gpu_min - fee);
     assert_eq!(c.balance(&pool).await, gpu_min);
     let w = compute::worker(&c.app.storage().latest_snapshot(), &address(1))
@@ -231,14 +234,8 @@ async fn x_compute_workers_register_heartbeat_and_unbond() {
         ssd_blocks_tested: 1000,
         ..Default::default()
     };
-    let r = c
-        .run(
-            2,
-            MSG_REGISTER_WORKER_TYPE_URL,
-            &register(2, "storage_node", storage_min, slow),
-        )
+    c.register_ok(2, register(2, "storage_node", storage_min, slow))
         .await;
-    assert_eq!(r.code.value(), 0, "{}", r.log);
     let w2 = compute::worker(&c.app.storage().latest_snapshot(), &address(2))
         .await
         .unwrap()
@@ -247,14 +244,8 @@ async fn x_compute_workers_register_heartbeat_and_unbond() {
         (w2.requested_tier.as_str(), w2.tier.as_str()),
         ("storage_node", "mobile_light")
     );
-    let r = c
-        .run(
-            3,
-            MSG_REGISTER_WORKER_TYPE_URL,
-            &register(3, "storage_node", storage_min, good_ssd()),
-        )
+    c.register_ok(3, register(3, "storage_node", storage_min, good_ssd()))
         .await;
-    assert_eq!(r.code.value(), 0, "{}", r.log);
     let w3 = compute::worker(&c.app.storage().latest_snapshot(), &address(3))
         .await
         .unwrap()
@@ -372,22 +363,13 @@ async fn x_compute_epochs_settle_rewards_by_tier_and_contribution() {
         .unwrap();
     let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
     let orch_min = *p.min_bond.get(magnet_x_compute::Tier::Orchestrator);
-    let r = c
-        .run(
-            1,
-            MSG_REGISTER_WORKER_TYPE_URL,
-            &register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
-        )
+    c.register_ok(
+        1,
+        register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
+    )
+    .await;
+    c.register_ok(2, register(2, "orchestrator", orch_min, good_ssd()))
         .await;
-    assert_eq!(r.code.value(), 0, "{}", r.log);
-    let r = c
-        .run(
-            2,
-            MSG_REGISTER_WORKER_TYPE_URL,
-            &register(2, "orchestrator", orch_min, good_ssd()),
-        )
-        .await;
-    assert_eq!(r.code.value(), 0, "{}", r.log);
 
     // Refusals: unregistered worker, malformed checkpoint hash, zero steps.
     let r = c.run(3, SUBMIT, &contribution(3, 10, 10)).await;
@@ -498,14 +480,11 @@ async fn x_compute_commit_reveal_windows_and_slashing() {
         .unwrap();
     let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
     for n in 1..=3u8 {
-        let r = c
-            .run(
-                n,
-                MSG_REGISTER_WORKER_TYPE_URL,
-                &register(n, "gpu_compute", gpu_min, HardwareProfile::default()),
-            )
-            .await;
-        assert_eq!(r.code.value(), 0, "{}", r.log);
+        c.register_ok(
+            n,
+            register(n, "gpu_compute", gpu_min, HardwareProfile::default()),
+        )
+        .await;
     }
     let nonce = |n: u8| [n; 32];
     let result = b"eval-score:0.8125".to_vec();
@@ -672,14 +651,11 @@ async fn x_compute_x402_revenue_is_split_and_burned_exactly() {
         .await
         .unwrap();
     let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
-    let r = c
-        .run(
-            1,
-            MSG_REGISTER_WORKER_TYPE_URL,
-            &register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
-        )
-        .await;
-    assert_eq!(r.code.value(), 0, "{}", r.log);
+    c.register_ok(
+        1,
+        register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
+    )
+    .await;
     let fee = GasSettings::default().fee;
     let treasury = auth::module_address(compute::TREASURY);
     let msg = |id: &str, node: u8, amount: u128| MsgSettleInference {
@@ -780,14 +756,11 @@ async fn x_compute_diloco_rounds_pick_the_leader_and_record_gradients() {
         .unwrap();
     let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
     for n in 1..=3u8 {
-        let r = c
-            .run(
-                n,
-                MSG_REGISTER_WORKER_TYPE_URL,
-                &register(n, "gpu_compute", gpu_min, HardwareProfile::default()),
-            )
-            .await;
-        assert_eq!(r.code.value(), 0, "{}", r.log);
+        c.register_ok(
+            n,
+            register(n, "gpu_compute", gpu_min, HardwareProfile::default()),
+        )
+        .await;
     }
     let h = |b: u8| hex::encode([b; 32]);
     let open = |round: u64| MsgOpenRound {
