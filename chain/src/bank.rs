@@ -69,7 +69,8 @@ pub fn parse_coins(
     Ok(out)
 }
 
-fn decode_u128(key: &str, raw: &[u8]) -> TxResult<u128> {
+/// Decodes an amount stored as 16 big-endian bytes (the encoding of every u128 in state).
+pub(crate) fn decode_u128(key: &str, raw: &[u8]) -> TxResult<u128> {
     let arr: [u8; 16] = raw.try_into().map_err(|_| {
         TxError::Internal(format!(
             "corrupt amount at {key}: expected 16 bytes, got {}",
@@ -79,7 +80,8 @@ fn decode_u128(key: &str, raw: &[u8]) -> TxResult<u128> {
     Ok(u128::from_be_bytes(arr))
 }
 
-async fn get_u128<S: StateRead>(state: &S, key: &str) -> TxResult<u128> {
+/// Reads a u128 stored with [`decode_u128`]'s encoding; absent means 0.
+pub(crate) async fn get_u128<S: StateRead>(state: &S, key: &str) -> TxResult<u128> {
     match state.get_raw(key).await? {
         Some(raw) => decode_u128(key, &raw),
         None => Ok(0),

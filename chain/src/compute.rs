@@ -52,11 +52,9 @@ pub struct BlockCtx {
 }
 
 pub async fn params<S: StateRead>(state: &S) -> TxResult<ComputeParams> {
-    match state.get_raw(state_key::compute::params()).await? {
-        Some(raw) => serde_json::from_slice(&raw)
-            .map_err(|e| TxError::Internal(format!("corrupt compute params: {e}"))),
-        None => Ok(ComputeParams::default()),
-    }
+    Ok(get_json(state, state_key::compute::params())
+        .await?
+        .unwrap_or_default())
 }
 
 pub fn put_params<S: StateWrite>(state: &mut S, p: &ComputeParams) -> TxResult<()> {
@@ -66,12 +64,7 @@ pub fn put_params<S: StateWrite>(state: &mut S, p: &ComputeParams) -> TxResult<(
 }
 
 pub async fn worker<S: StateRead>(state: &S, owner: &str) -> TxResult<Option<Worker>> {
-    match state.get_raw(&state_key::compute::worker(owner)).await? {
-        Some(raw) => Worker::decode(raw.as_slice())
-            .map(Some)
-            .map_err(|e| TxError::Internal(format!("corrupt worker {owner}: {e}"))),
-        None => Ok(None),
-    }
+    get_proto(state, &state_key::compute::worker(owner)).await
 }
 
 fn put_worker<S: StateWrite>(state: &mut S, w: &Worker) {
@@ -382,19 +375,7 @@ pub async fn settlement<S: StateRead>(state: &S, index: u64) -> TxResult<Option<
 }
 
 pub async fn contribution<S: StateRead>(state: &S, index: u64, owner: &str) -> TxResult<u128> {
-    match state
-        .get_raw(&state_key::compute::contribution(index, owner))
-        .await?
-    {
-        Some(raw) => {
-            let arr: [u8; 16] = raw
-                .as_slice()
-                .try_into()
-                .map_err(|_| TxError::Internal("corrupt contribution".into()))?;
-            Ok(u128::from_be_bytes(arr))
-        }
-        None => Ok(0),
-    }
+    bank::get_u128(state, &state_key::compute::contribution(index, owner)).await
 }
 
 /// Adds training compute (steps × model size) to the owner's score for the current epoch.
@@ -493,11 +474,8 @@ pub async fn maybe_settle_epoch<S: StateRead + StateWrite>(
         let mut stream = Box::pin(state.prefix_raw(&prefix));
         while let Some(item) = stream.next().await {
             let (key, raw) = item?;
-            let arr: [u8; 16] = raw
-                .as_slice()
-                .try_into()
-                .map_err(|_| TxError::Internal(format!("corrupt contribution {key}")))?;
-            entries.push((key, u128::from_be_bytes(arr)));
+            let units = bank::decode_u128(&key, &raw)?;
+            entries.push((key, units));
             if entries.len() >= MAX_CONTRIBUTORS_PER_EPOCH {
                 break;
             }

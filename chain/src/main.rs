@@ -409,6 +409,17 @@ fn print(output: Output, value: serde_json::Value, text: impl FnOnce() -> String
     }
 }
 
+/// Prints a JSON value: compact with `-o json`, pretty otherwise.
+fn print_json(output: Output, value: serde_json::Value) {
+    match output {
+        Output::Json => println!("{value}"),
+        Output::Text => println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        ),
+    }
+}
+
 fn resolve_address(home: &std::path::Path, s: &str) -> Result<String> {
     if s.starts_with("magnet1") {
         Ok(magnet_chain::auth::validate_address(s)?)
@@ -455,9 +466,7 @@ async fn compute_json_query(out: Output, node: &str, path: &str, data: Vec<u8>) 
         );
     }
     let v: serde_json::Value = serde_json::from_slice(&r.value)?;
-    print(out, v.clone(), || {
-        serde_json::to_string_pretty(&v).unwrap_or_default()
-    });
+    print_json(out, v);
     Ok(())
 }
 
@@ -963,9 +972,7 @@ async fn run(cli: Cli) -> Result<()> {
                         "gpu_vram_mb": hw.gpu_vram_mb.to_string(), "ssd_read_mbps": hw.ssd_read_mbps.to_string(),
                         "ssd_write_mbps": hw.ssd_write_mbps.to_string(), "ssd_blocks_tested": hw.ssd_blocks_tested.to_string()},
                 });
-                print(out, v.clone(), || {
-                    serde_json::to_string_pretty(&v).unwrap_or_default()
-                });
+                print_json(out, v);
             }
             QueryCmd::Compute(ComputeQuery::Params { node }) => {
                 compute_json_query(
@@ -985,9 +992,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?;
                 let v = json!({"task_id": t.task_id, "opened_at": t.opened_at.to_string(), "commit_window_end": t.commit_window_end.to_string(),
                     "reveal_window_end": t.reveal_window_end.to_string(), "commit_count": t.commit_count, "closed": t.closed});
-                print(out, v.clone(), || {
-                    serde_json::to_string_pretty(&v).unwrap_or_default()
-                });
+                print_json(out, v);
             }
             QueryCmd::Compute(ComputeQuery::Commitment {
                 task_id,
@@ -1003,9 +1008,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?;
                 let v = json!({"task_id": c.task_id, "owner": c.owner, "commitment": hex::encode(&c.commitment), "committed_at": c.committed_at.to_string(),
                     "outcome": c.outcome, "result": String::from_utf8_lossy(&c.result), "slashed": c.slashed});
-                print(out, v.clone(), || {
-                    serde_json::to_string_pretty(&v).unwrap_or_default()
-                });
+                print_json(out, v);
             }
             QueryCmd::Compute(ComputeQuery::Receipt { request_id, node }) => {
                 compute_json_query(
@@ -1028,9 +1031,7 @@ async fn run(cli: Cli) -> Result<()> {
                 let v = json!({"round": rd.round.to_string(), "inner_steps": rd.inner_steps.to_string(), "opened_at": rd.opened_at.to_string(),
                     "deadline": rd.deadline.to_string(), "base_checkpoint_hash": rd.base_checkpoint_hash, "eligible": rd.eligible, "leader": rd.leader,
                     "gradients": grads, "merged_checkpoint_hash": rd.merged_checkpoint_hash, "finalized": rd.finalized});
-                print(out, v.clone(), || {
-                    serde_json::to_string_pretty(&v).unwrap_or_default()
-                });
+                print_json(out, v);
             }
             QueryCmd::Compute(ComputeQuery::Epoch { node }) => {
                 compute_json_query(
@@ -1200,9 +1201,7 @@ async fn run(cli: Cli) -> Result<()> {
                 "latest_app_hash": hex::encode(st.sync_info.latest_app_hash.as_bytes()),
                 "catching_up": st.sync_info.catching_up,
             });
-            print(out, v.clone(), || {
-                serde_json::to_string_pretty(&v).unwrap_or_default()
-            });
+            print_json(out, v);
         }
         Cmd::Bench(args) => bench::run(args, &home, out == Output::Json).await?,
     }

@@ -14,6 +14,7 @@ use cosmrs::proto::cosmos::bank::v1beta1::MsgSend;
 use cosmrs::proto::cosmos::crypto::secp256k1::PubKey as ProtoPubKey;
 use cosmrs::proto::cosmos::tx::signing::v1beta1::SignMode;
 use cosmrs::proto::cosmos::tx::v1beta1::{mode_info, AuthInfo, SignDoc, TxBody, TxRaw};
+use magnet_proto::magnet::compute::v1 as pb;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tendermint::abci::{Event, EventAttributeIndexExt};
@@ -63,7 +64,7 @@ pub enum Msg {
         owner: String,
         tier: magnet_x_compute::Tier,
         bond: u128,
-        hardware: magnet_proto::magnet::compute::v1::HardwareProfile,
+        hardware: pb::HardwareProfile,
     },
     Heartbeat {
         owner: String,
@@ -77,9 +78,9 @@ pub enum Msg {
         model_params: u64,
         checkpoint_hash: String,
     },
-    OpenRound(magnet_proto::magnet::compute::v1::MsgOpenRound),
-    SubmitGradient(magnet_proto::magnet::compute::v1::MsgSubmitGradient),
-    FinalizeRound(magnet_proto::magnet::compute::v1::MsgFinalizeRound),
+    OpenRound(pb::MsgOpenRound),
+    SubmitGradient(pb::MsgSubmitGradient),
+    FinalizeRound(pb::MsgFinalizeRound),
     SettleInference {
         payer: String,
         request_id: String,
@@ -107,15 +108,22 @@ impl Msg {
     }
 }
 
-/// Every message is signed by its owner: anything else is unauthorized.
-fn owner_is_signer(kind: &str, owner: &str, signer: &str) -> TxResult<String> {
-    let owner = auth::validate_address(owner)?;
+/// Decodes a module message and checks that the account it acts for (`owner`) is the
+/// tx signer: every message is signed by its owner, anything else is unauthorized.
+fn decode_owned<M: Message + Default>(
+    any: &cosmrs::Any,
+    signer: &str,
+    owner: impl Fn(&M) -> &String,
+) -> TxResult<(M, String)> {
+    let kind = any.type_url.trim_start_matches('/');
+    let m: M = decode_proto(kind, &any.value)?;
+    let owner = auth::validate_address(owner(&m))?;
     if owner != signer {
         return Err(TxError::Unauthorized(format!(
             "{kind} owner must be the signer: expected {signer}, got {owner}"
         )));
     }
-    Ok(owner)
+    Ok((m, owner))
 }
 
 /// A tx that passed every stateless check.
@@ -301,10 +309,7 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
                 msgs.push(Msg::Send { from, to, coins });
             }
             MSG_REGISTER_WORKER_TYPE_URL => {
-                use magnet_proto::magnet::compute::v1::MsgRegisterWorker;
-                let m: MsgRegisterWorker =
-                    decode_proto("magnet.compute.v1.MsgRegisterWorker", &any.value)?;
-                let owner = owner_is_signer("MsgRegisterWorker", &m.owner, &signer)?;
+                let (m, owner) = decode_owned::<pb::MsgRegisterWorker>(any, &signer, |m| &m.owner)?;
                 let tier: magnet_x_compute::Tier = m.tier.parse()?;
                 let bond = bank::parse_amount(&m.bond_amount)?;
                 msgs.push(Msg::RegisterWorker {
@@ -315,43 +320,28 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
                 });
             }
             MSG_HEARTBEAT_TYPE_URL => {
-                use magnet_proto::magnet::compute::v1::MsgHeartbeat;
-                let m: MsgHeartbeat = decode_proto("magnet.compute.v1.MsgHeartbeat", &any.value)?;
-                msgs.push(Msg::Heartbeat {
-                    owner: owner_is_signer("MsgHeartbeat", &m.owner, &signer)?,
-                });
+                let (_, owner) = decode_owned::<pb::MsgHeartbeat>(any, &signer, |m| &m.owner)?;
+                msgs.push(Msg::Heartbeat { owner });
             }
             MSG_BEGIN_UNBOND_TYPE_URL => {
-                use magnet_proto::magnet::compute::v1::MsgBeginUnbond;
-                let m: MsgBeginUnbond =
-                    decode_proto("magnet.compute.v1.MsgBeginUnbond", &any.value)?;
-                msgs.push(Msg::BeginUnbond {
-                    owner: owner_is_signer("MsgBeginUnbond", &m.owner, &signer)?,
-                });
+                let (_, owner) = decode_owned::<pb::MsgBeginUnbond>(any, &signer, |m| &m.owner)?;
+                msgs.push(Msg::BeginUnbond { owner });
             }
             MSG_OPEN_ROUND_TYPE_URL => {
-                let m: magnet_proto::magnet::compute::v1::MsgOpenRound =
-                    decode_proto("magnet.compute.v1.MsgOpenRound", &any.value)?;
-                owner_is_signer("MsgOpenRound", &m.owner, &signer)?;
+                let (m, _) = decode_owned::<pb::MsgOpenRound>(any, &signer, |m| &m.owner)?;
                 msgs.push(Msg::OpenRound(m));
             }
             MSG_SUBMIT_GRADIENT_TYPE_URL => {
-                let m: magnet_proto::magnet::compute::v1::MsgSubmitGradient =
-                    decode_proto("magnet.compute.v1.MsgSubmitGradient", &any.value)?;
-                owner_is_signer("MsgSubmitGradient", &m.owner, &signer)?;
+                let (m, _) = decode_owned::<pb::MsgSubmitGradient>(any, &signer, |m| &m.owner)?;
                 msgs.push(Msg::SubmitGradient(m));
             }
             MSG_FINALIZE_ROUND_TYPE_URL => {
-                let m: magnet_proto::magnet::compute::v1::MsgFinalizeRound =
-                    decode_proto("magnet.compute.v1.MsgFinalizeRound", &any.value)?;
-                owner_is_signer("MsgFinalizeRound", &m.owner, &signer)?;
+                let (m, _) = decode_owned::<pb::MsgFinalizeRound>(any, &signer, |m| &m.owner)?;
                 msgs.push(Msg::FinalizeRound(m));
             }
             MSG_SETTLE_INFERENCE_TYPE_URL => {
-                use magnet_proto::magnet::compute::v1::MsgSettleInference;
-                let m: MsgSettleInference =
-                    decode_proto("magnet.compute.v1.MsgSettleInference", &any.value)?;
-                let payer = owner_is_signer("MsgSettleInference", &m.payer, &signer)?;
+                let (m, payer) =
+                    decode_owned::<pb::MsgSettleInference>(any, &signer, |m| &m.payer)?;
                 let serving_node = auth::validate_address(&m.serving_node)?;
                 let amount = bank::parse_amount(&m.amount)?;
                 if amount == 0 {
@@ -384,10 +374,7 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
                 });
             }
             MSG_COMMIT_RESULT_TYPE_URL => {
-                use magnet_proto::magnet::compute::v1::MsgCommitResult;
-                let m: MsgCommitResult =
-                    decode_proto("magnet.compute.v1.MsgCommitResult", &any.value)?;
-                let owner = owner_is_signer("MsgCommitResult", &m.owner, &signer)?;
+                let (m, owner) = decode_owned::<pb::MsgCommitResult>(any, &signer, |m| &m.owner)?;
                 msgs.push(Msg::CommitResult {
                     owner,
                     task_id: m.task_id,
@@ -395,10 +382,7 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
                 });
             }
             MSG_REVEAL_RESULT_TYPE_URL => {
-                use magnet_proto::magnet::compute::v1::MsgRevealResult;
-                let m: MsgRevealResult =
-                    decode_proto("magnet.compute.v1.MsgRevealResult", &any.value)?;
-                let owner = owner_is_signer("MsgRevealResult", &m.owner, &signer)?;
+                let (m, owner) = decode_owned::<pb::MsgRevealResult>(any, &signer, |m| &m.owner)?;
                 msgs.push(Msg::RevealResult {
                     owner,
                     task_id: m.task_id,
@@ -407,10 +391,8 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
                 });
             }
             MSG_SUBMIT_CONTRIBUTION_TYPE_URL => {
-                use magnet_proto::magnet::compute::v1::MsgSubmitContribution;
-                let m: MsgSubmitContribution =
-                    decode_proto("magnet.compute.v1.MsgSubmitContribution", &any.value)?;
-                let owner = owner_is_signer("MsgSubmitContribution", &m.owner, &signer)?;
+                let (m, owner) =
+                    decode_owned::<pb::MsgSubmitContribution>(any, &signer, |m| &m.owner)?;
                 msgs.push(Msg::SubmitContribution {
                     owner,
                     steps: m.steps,
