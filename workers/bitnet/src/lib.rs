@@ -1,0 +1,2 @@
+//! magnet-bitnet
+pub mod cli;

@@ -1,0 +1,2 @@
+//! magnet-infer
+pub mod cli;

@@ -1,0 +1,2 @@
+//! magnet-storage
+pub mod cli;
