@@ -1,2 +1,11 @@
-//! magnet-infer
+//! magnet-infer: a ternary (BitNet b1.58) CPU inference engine and an OpenAI-compatible server.
+//!
+//! Weights are packed at 2 bits, activations quantized per token to int8, and every ternary
+//! matmul is an exact integer dot product on the best SIMD path of the CPU ([`kernels`]).
+//! [`Model`] loads a Hugging Face export dir (safetensors latent weights) or a GGUF file.
+// Numerical code: index and size arithmetic is bounded by tensor shapes validated at load time.
+#![allow(clippy::arithmetic_side_effects)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod cli;
+pub mod kernels;

@@ -1,0 +1,463 @@
+//! Integer kernels for ternary (2-bit) and int8 matrices, with the SIMD path picked at run time.
+//!
+//! # Layouts
+//! * **Ternary rows** use ggml's TQ2_0 code order without the per-block scale: a row of `k`
+//!   weights is padded to a multiple of [`BLOCK`] (256) with zeros; each block is 64 bytes; byte
+//!   `h*32 + l` of a block (h ∈ {0,1}, l < 32) holds the codes `q = w + 1 ∈ {0,1,2}` of weights
+//!   `h*128 + l + 32*m` in bits `2m..2m+2` (m = 0..3).
+//! * **Activations for ternary kernels** are int8, padded with zeros to the same length and
+//!   permuted once per token ([`permute_acts`]) so that one 64-byte load matches one shift of a
+//!   64-byte code load: position `blk*256 + m*64 + h*32 + l` holds `x[blk*256 + h*128 + 32*m + l]`.
+//! * **Int8 rows** (LM head) are padded with zeros to a multiple of [`I8_BLOCK`] (64).
+//!
+//! All kernels return exact `i32` sums, so every SIMD path yields the same bits as the scalar one.
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::sync::OnceLock;
+
+/// Weights per ternary block.
+pub const BLOCK: usize = 256;
+/// Bytes per ternary block (2 bits per weight).
+pub const BLOCK_BYTES: usize = 64;
+/// Padding granule of int8 rows and activations.
+pub const I8_BLOCK: usize = 64;
+
+/// Instruction-set path of the integer kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust (auto-vectorised for the build target only).
+    Scalar,
+    /// AVX2 (`vpmaddubsw` + `vpmaddwd`).
+    Avx2,
+    /// AVX-512 BW with VNNI (`vpdpbusd`).
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// Best path this CPU supports (detected once).
+    pub fn detect() -> Isa {
+        static DETECTED: OnceLock<Isa> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if x86::has_avx512_vnni() {
+                    return Isa::Avx512Vnni;
+                }
+                if x86::has_avx2() {
+                    return Isa::Avx2;
+                }
+            }
+            Isa::Scalar
+        })
+    }
+
+    /// Every path this CPU can run (for tests and benchmarks).
+    pub fn available() -> Vec<Isa> {
+        let mut out = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if x86::has_avx2() {
+                out.push(Isa::Avx2);
+            }
+            if x86::has_avx512_vnni() {
+                out.push(Isa::Avx512Vnni);
+            }
+        }
+        out
+    }
+
+    /// Parses `scalar`, `avx2`, `avx512` (or `auto`), refusing paths this CPU lacks.
+    pub fn parse(name: &str) -> Result<Isa, String> {
+        let isa = match name {
+            "auto" => return Ok(Isa::detect()),
+            "scalar" => Isa::Scalar,
+            "avx2" => Isa::Avx2,
+            "avx512" | "avx512vnni" => Isa::Avx512Vnni,
+            other => {
+                return Err(format!(
+                    "unknown SIMD path {other:?} (auto|scalar|avx2|avx512)"
+                ))
+            }
+        };
+        if Isa::available().contains(&isa) {
+            Ok(isa)
+        } else {
+            Err(format!("SIMD path {name} is not supported by this CPU"))
+        }
+    }
+
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512-vnni",
+        }
+    }
+}
+
+/// Length of a ternary row of `k` weights once padded to whole blocks.
+pub fn padded_ternary_len(k: usize) -> usize {
+    k.div_ceil(BLOCK) * BLOCK
+}
+
+/// Length of an int8 row of `k` values once padded.
+pub fn padded_i8_len(k: usize) -> usize {
+    k.div_ceil(I8_BLOCK) * I8_BLOCK
+}
+
+/// Packs ternary values (each -1, 0 or 1) into `out` (`padded_ternary_len(w.len()) / 4` bytes).
+pub fn pack_ternary_row(w: &[i8], out: &mut [u8]) {
+    let blocks = out.len() / BLOCK_BYTES;
+    debug_assert_eq!(blocks, w.len().div_ceil(BLOCK));
+    for b in 0..blocks {
+        for h in 0..2 {
+            for l in 0..32 {
+                let mut byte = 0u8;
+                for m in 0..4 {
+                    let idx = b * BLOCK + h * 128 + l + 32 * m;
+                    let q = w.get(idx).map_or(1u8, |&v| (v.clamp(-1, 1) + 1) as u8);
+                    byte |= q << (2 * m);
+                }
+                out[b * BLOCK_BYTES + h * 32 + l] = byte;
+            }
+        }
+    }
+}
+
+/// Inverse of [`pack_ternary_row`]: the first `k` ternary values of a packed row.
+pub fn unpack_ternary_row(packed: &[u8], k: usize) -> Vec<i8> {
+    let mut out = vec![0i8; padded_ternary_len(k)];
+    for (b, block) in packed.chunks_exact(BLOCK_BYTES).enumerate() {
+        for (i, &byte) in block.iter().enumerate() {
+            let (h, l) = (i / 32, i % 32);
+            for m in 0..4 {
+                let q = (byte >> (2 * m)) & 3;
+                if let Some(slot) = out.get_mut(b * BLOCK + h * 128 + l + 32 * m) {
+                    *slot = q as i8 - 1;
+                }
+            }
+        }
+    }
+    out.truncate(k);
+    out
+}
+
+/// Writes int8 activations `x` into kernel order (`out.len() == padded_ternary_len(x.len())`).
+pub fn permute_acts(x: &[i8], out: &mut [i8]) {
+    out.fill(0);
+    for (b, block) in out.chunks_exact_mut(BLOCK).enumerate() {
+        for m in 0..4 {
+            for h in 0..2 {
+                let src = b * BLOCK + h * 128 + 32 * m;
+                let dst = m * 64 + h * 32;
+                if src < x.len() {
+                    let n = (x.len() - src).min(32);
+                    for i in 0..n {
+                        block[dst + i] = x[src + i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Ternary GEMM on raw codes: `out[r * n_tok + t] = Σ_k q[r][k] · x[t][k]` where `q = w + 1`.
+///
+/// `w` holds `n_rows` packed rows of `k_pad / 4` bytes; `x` holds `n_tok` permuted activation rows
+/// of `k_pad` bytes. The caller subtracts `Σ_k x[t][k]` to get `Σ w·x`.
+pub fn ternary_gemm(isa: Isa, w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+    let row_bytes = k_pad / 4;
+    let n_rows = w.len() / row_bytes.max(1);
+    assert_eq!(
+        k_pad % BLOCK,
+        0,
+        "ternary rows must be padded to whole blocks"
+    );
+    assert_eq!(
+        w.len(),
+        n_rows * row_bytes,
+        "weight buffer is not whole rows"
+    );
+    assert_eq!(
+        x.len(),
+        n_tok * k_pad,
+        "activation buffer is not n_tok padded rows"
+    );
+    assert_eq!(
+        out.len(),
+        n_rows * n_tok,
+        "output buffer must be n_rows * n_tok"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if x86::has_avx512_vnni() => {
+            x86::ternary_gemm_avx512(w, k_pad, x, n_tok, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if x86::has_avx2() => x86::ternary_gemm_avx2(w, k_pad, x, n_tok, out),
+        _ => ternary_gemm_scalar(w, k_pad, x, n_tok, out),
+    }
+}
+
+fn ternary_gemm_scalar(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+    let row_bytes = k_pad / 4;
+    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+        for t in 0..n_tok {
+            let xt = &x[t * k_pad..(t + 1) * k_pad];
+            let mut acc = 0i32;
+            for (blk, codes) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+                let xb = &xt[blk * BLOCK..(blk + 1) * BLOCK];
+                for m in 0..4 {
+                    let xm = &xb[m * 64..(m + 1) * 64];
+                    let mut s = 0i32;
+                    for (&c, &a) in codes.iter().zip(xm) {
+                        s += i32::from((c >> (2 * m)) & 3) * i32::from(a);
+                    }
+                    acc += s;
+                }
+            }
+            out[r * n_tok + t] = acc;
+        }
+    }
+}
+
+/// Int8 GEMM: `out[r * n_tok + t] = Σ_k w[r][k] · x[t][k]`.
+///
+/// `w` holds rows of `k_pad` int8 values in [-127, 127]; `row_sums[r] = Σ_k w[r][k]`;
+/// `x` holds `n_tok` rows of `k_pad` values in [-127, 127] (natural order).
+pub fn i8_gemm(
+    isa: Isa,
+    w: &[i8],
+    row_sums: &[i32],
+    k_pad: usize,
+    x: &[i8],
+    n_tok: usize,
+    out: &mut [i32],
+) {
+    let n_rows = w.len() / k_pad.max(1);
+    assert_eq!(k_pad % I8_BLOCK, 0, "int8 rows must be padded to 64");
+    assert_eq!(w.len(), n_rows * k_pad, "weight buffer is not whole rows");
+    assert_eq!(row_sums.len(), n_rows, "one row sum per row");
+    assert_eq!(
+        x.len(),
+        n_tok * k_pad,
+        "activation buffer is not n_tok padded rows"
+    );
+    assert_eq!(
+        out.len(),
+        n_rows * n_tok,
+        "output buffer must be n_rows * n_tok"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if x86::has_avx512_vnni() => {
+            x86::i8_gemm_avx512(w, row_sums, k_pad, x, n_tok, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if x86::has_avx2() => x86::i8_gemm_avx2(w, k_pad, x, n_tok, out),
+        _ => i8_gemm_scalar(w, k_pad, x, n_tok, out),
+    }
+}
+
+fn i8_gemm_scalar(w: &[i8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+    for (r, row) in w.chunks_exact(k_pad).enumerate() {
+        for t in 0..n_tok {
+            let xt = &x[t * k_pad..(t + 1) * k_pad];
+            let mut acc = 0i32;
+            for (&a, &b) in row.iter().zip(xt) {
+                acc += i32::from(a) * i32::from(b);
+            }
+            out[r * n_tok + t] = acc;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SplitMix64, enough for test data.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn i8_in(&mut self, lo: i32, hi: i32) -> i8 {
+            (lo + self.below((hi - lo + 1) as u64) as i32) as i8
+        }
+    }
+
+    #[test]
+    fn pack_unpack_roundtrip_on_odd_lengths() {
+        let mut rng = Rng(1);
+        for k in [1usize, 31, 127, 128, 129, 255, 256, 257, 600, 1000] {
+            let w: Vec<i8> = (0..k).map(|_| rng.i8_in(-1, 1)).collect();
+            let mut packed = vec![0u8; padded_ternary_len(k) / 4];
+            pack_ternary_row(&w, &mut packed);
+            assert_eq!(unpack_ternary_row(&packed, k), w, "k = {k}");
+            // Padding decodes as zero weights.
+            let full = unpack_ternary_row(&packed, padded_ternary_len(k));
+            assert!(full[k..].iter().all(|&v| v == 0));
+        }
+    }
+
+    #[test]
+    fn packing_matches_ggml_tq2_0_byte_order() {
+        // quantize_row_tq2_0_ref: qs[j/4 + m] |= q[j + m + n*32] << (2n), j in (0,128), m < 32.
+        let w: Vec<i8> = (0..256)
+            .map(|i| [(-1i8), 0, 1][(i * 7 + i / 3) % 3])
+            .collect();
+        let mut packed = vec![0u8; 64];
+        pack_ternary_row(&w, &mut packed);
+        for j in [0usize, 128] {
+            for m in 0..32 {
+                let mut q = 0u8;
+                for n in 0..4 {
+                    q |= ((w[j + m + n * 32] + 1) as u8) << (2 * n);
+                }
+                assert_eq!(packed[j / 4 + m], q);
+            }
+        }
+    }
+
+    fn reference_ternary(w: &[Vec<i8>], x: &[Vec<i8>]) -> Vec<i32> {
+        let mut out = Vec::new();
+        for row in w {
+            for xt in x {
+                out.push(
+                    row.iter()
+                        .zip(xt)
+                        .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                        .sum(),
+                );
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_ternary_kernel_matches_the_reference_on_random_shapes() {
+        let mut rng = Rng(7);
+        for case in 0..40 {
+            let k = 1 + rng.below(1200) as usize;
+            let rows = 1 + rng.below(9) as usize;
+            let n_tok = 1 + rng.below(7) as usize;
+            let k_pad = padded_ternary_len(k);
+            let w: Vec<Vec<i8>> = (0..rows)
+                .map(|_| (0..k).map(|_| rng.i8_in(-1, 1)).collect())
+                .collect();
+            let x: Vec<Vec<i8>> = (0..n_tok)
+                .map(|_| (0..k).map(|_| rng.i8_in(-127, 127)).collect())
+                .collect();
+            let mut packed = vec![0u8; rows * k_pad / 4];
+            for (r, row) in w.iter().enumerate() {
+                pack_ternary_row(row, &mut packed[r * k_pad / 4..(r + 1) * k_pad / 4]);
+            }
+            let mut xp = vec![0i8; n_tok * k_pad];
+            for (t, xt) in x.iter().enumerate() {
+                permute_acts(xt, &mut xp[t * k_pad..(t + 1) * k_pad]);
+            }
+            let want = reference_ternary(&w, &x);
+            for isa in Isa::available() {
+                let mut raw = vec![0i32; rows * n_tok];
+                ternary_gemm(isa, &packed, k_pad, &xp, n_tok, &mut raw);
+                let got: Vec<i32> = (0..rows * n_tok)
+                    .map(|i| raw[i] - x[i % n_tok].iter().map(|&v| i32::from(v)).sum::<i32>())
+                    .collect();
+                assert_eq!(
+                    got, want,
+                    "case {case} isa {isa:?} k {k} rows {rows} n_tok {n_tok}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ternary_kernels_survive_extreme_values() {
+        let k = 6912;
+        let k_pad = padded_ternary_len(k);
+        for (wv, xv) in [(1i8, 127i8), (-1, 127), (1, -127), (-1, -128)] {
+            let mut packed = vec![0u8; k_pad / 4];
+            pack_ternary_row(&vec![wv; k], &mut packed);
+            let mut xp = vec![0i8; k_pad];
+            permute_acts(&vec![xv; k], &mut xp);
+            let xsum: i32 = i32::from(xv) * k as i32;
+            for isa in Isa::available() {
+                let mut raw = [0i32];
+                ternary_gemm(isa, &packed, k_pad, &xp, 1, &mut raw);
+                assert_eq!(raw[0] - xsum, i32::from(wv) * xsum, "{isa:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_i8_kernel_matches_the_reference_on_random_shapes() {
+        let mut rng = Rng(11);
+        for case in 0..40 {
+            let k = 1 + rng.below(700) as usize;
+            let rows = 1 + rng.below(9) as usize;
+            let n_tok = 1 + rng.below(7) as usize;
+            let k_pad = padded_i8_len(k);
+            let mut w = vec![0i8; rows * k_pad];
+            let mut x = vec![0i8; n_tok * k_pad];
+            for r in 0..rows {
+                for i in 0..k {
+                    w[r * k_pad + i] = rng.i8_in(-127, 127);
+                }
+            }
+            for t in 0..n_tok {
+                for i in 0..k {
+                    x[t * k_pad + i] = rng.i8_in(-127, 127);
+                }
+            }
+            let sums: Vec<i32> = w
+                .chunks(k_pad)
+                .map(|r| r.iter().map(|&v| i32::from(v)).sum())
+                .collect();
+            let mut want = vec![0i32; rows * n_tok];
+            i8_gemm_scalar(&w, k_pad, &x, n_tok, &mut want);
+            // The scalar kernel itself against a direct formula.
+            assert_eq!(
+                want[0],
+                (0..k)
+                    .map(|i| i32::from(w[i]) * i32::from(x[i]))
+                    .sum::<i32>(),
+                "case {case}"
+            );
+            for isa in Isa::available() {
+                let mut got = vec![0i32; rows * n_tok];
+                i8_gemm(isa, &w, &sums, k_pad, &x, n_tok, &mut got);
+                assert_eq!(got, want, "case {case} isa {isa:?} k {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn i8_kernels_survive_extreme_values() {
+        let k_pad = 2560;
+        for (wv, xv) in [(127i8, 127i8), (-127, 127), (127, -127), (-127, -127)] {
+            let w = vec![wv; k_pad];
+            let x = vec![xv; k_pad];
+            let sums = [i32::from(wv) * k_pad as i32];
+            for isa in Isa::available() {
+                let mut out = [0i32];
+                i8_gemm(isa, &w, &sums, k_pad, &x, 1, &mut out);
+                assert_eq!(
+                    out[0],
+                    i32::from(wv) * i32::from(xv) * k_pad as i32,
+                    "{isa:?}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! x86-64 SIMD kernels (AVX2; AVX-512 BW + VNNI). The only module of the crate that uses
+//! `unsafe`: for unaligned vector loads from slices whose length was checked just before, and for
+//! calling `#[target_feature]` functions after run-time detection.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use super::{BLOCK, BLOCK_BYTES, I8_BLOCK};
+
+pub(super) fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2")
+}
+
+pub(super) fn has_avx512_vnni() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// 64 bytes from the start of `s` (panics if shorter, so the load never leaves the slice).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load512(s: &[u8]) -> __m512i {
+    let s = &s[..64];
+    // SAFETY: `s` is exactly 64 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load512_i8(s: &[i8]) -> __m512i {
+    let s = &s[..64];
+    // SAFETY: as in `load512`.
+    unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load256(s: &[u8]) -> __m256i {
+    let s = &s[..32];
+    // SAFETY: `s` is exactly 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn load256_i8(s: &[i8]) -> __m256i {
+    let s = &s[..32];
+    // SAFETY: as in `load256`.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum256(v: __m256i) -> i32 {
+    let lo = _mm256_castsi256_si128(v);
+    let hi = _mm256_extracti128_si256::<1>(v);
+    let s = _mm_add_epi32(lo, hi);
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ternary, AVX-512 VNNI: one 64-byte code load per block, four shifts, four `vpdpbusd` per token.
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn ternary_tile_avx512<const N: usize>(
+    row: &[u8],
+    x: &[i8],
+    k_pad: usize,
+    t0: usize,
+    out: &mut [i32],
+) {
+    let mask = _mm512_set1_epi8(3);
+    let mut acc = [[_mm512_setzero_si512(); 2]; N];
+    let xs: [&[i8]; N] = std::array::from_fn(|t| &x[(t0 + t) * k_pad..(t0 + t + 1) * k_pad]);
+    for (b, codes) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+        let v = load512(codes);
+        let c = [
+            _mm512_and_si512(v, mask),
+            _mm512_and_si512(_mm512_srli_epi16::<2>(v), mask),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask),
+            _mm512_and_si512(_mm512_srli_epi16::<6>(v), mask),
+        ];
+        for t in 0..N {
+            let xb = &xs[t][b * BLOCK..(b + 1) * BLOCK];
+            for (m, cm) in c.iter().enumerate() {
+                let a = load512_i8(&xb[m * 64..]);
+                acc[t][m & 1] = _mm512_dpbusd_epi32(acc[t][m & 1], *cm, a);
+            }
+        }
+    }
+    for t in 0..N {
+        out[t0 + t] = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[t][0], acc[t][1]));
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn ternary_gemm_avx512_impl(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+    let row_bytes = k_pad / 4;
+    for (row, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n_tok)) {
+        let mut t = 0;
+        while t < n_tok {
+            match n_tok - t {
+                1 => ternary_tile_avx512::<1>(row, x, k_pad, t, o),
+                2 => ternary_tile_avx512::<2>(row, x, k_pad, t, o),
+                3 => ternary_tile_avx512::<3>(row, x, k_pad, t, o),
+                _ => ternary_tile_avx512::<4>(row, x, k_pad, t, o),
+            }
+            t += (n_tok - t).min(4);
+        }
+    }
+}
+
+pub(super) fn ternary_gemm_avx512(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+    assert!(
+        has_avx512_vnni(),
+        "AVX-512 VNNI kernel called on a CPU without it"
+    );
+    // SAFETY: the CPU supports avx512f, avx512bw and avx512vnni (checked above).
+    unsafe { ternary_gemm_avx512_impl(w, k_pad, x, n_tok, out) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ternary, AVX2: `vpmaddubsw` (codes u8 × activations i8) into i16, widened once per block.
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn ternary_tile_avx2<const N: usize>(
+    row: &[u8],
+    x: &[i8],
+    k_pad: usize,
+    t0: usize,
+    out: &mut [i32],
+) {
+    let mask = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_si256(); N];
+    let xs: [&[i8]; N] = std::array::from_fn(|t| &x[(t0 + t) * k_pad..(t0 + t + 1) * k_pad]);
+    for (b, codes) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+        let mut sum16 = [_mm256_setzero_si256(); N];
+        for h in 0..2 {
+            let v = load256(&codes[h * 32..]);
+            let c = [
+                _mm256_and_si256(v, mask),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask),
+                _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask),
+                _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask),
+            ];
+            for t in 0..N {
+                let xb = &xs[t][b * BLOCK..(b + 1) * BLOCK];
+                for (m, cm) in c.iter().enumerate() {
+                    let a = load256_i8(&xb[m * 64 + h * 32..]);
+                    // |pair| ≤ 2·2·128: the i16 sum of 8 such terms per block cannot saturate.
+                    sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(*cm, a));
+                }
+            }
+        }
+        for t in 0..N {
+            acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(sum16[t], ones));
+        }
+    }
+    for t in 0..N {
+        out[t0 + t] = hsum256(acc[t]);
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn ternary_gemm_avx2_impl(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+    let row_bytes = k_pad / 4;
+    for (row, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n_tok)) {
+        let mut t = 0;
+        while t < n_tok {
+            match n_tok - t {
+                1 => ternary_tile_avx2::<1>(row, x, k_pad, t, o),
+                2 => ternary_tile_avx2::<2>(row, x, k_pad, t, o),
+                3 => ternary_tile_avx2::<3>(row, x, k_pad, t, o),
+                _ => ternary_tile_avx2::<4>(row, x, k_pad, t, o),
+            }
+            t += (n_tok - t).min(4);
+        }
+    }
+}
+
+pub(super) fn ternary_gemm_avx2(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+    assert!(has_avx2(), "AVX2 kernel called on a CPU without it");
+    // SAFETY: the CPU supports avx2 (checked above).
+    unsafe { ternary_gemm_avx2_impl(w, k_pad, x, n_tok, out) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Int8 × int8, AVX-512 VNNI: activations biased to u8 (x ^ 0x80 = x + 128), `vpdpbusd`, then
+// subtract 128 · Σw.
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn i8_tile_avx512<const N: usize>(
+    row: &[i8],
+    x: &[i8],
+    k_pad: usize,
+    t0: usize,
+    bias: i32,
+    out: &mut [i32],
+) {
+    let flip = _mm512_set1_epi8(i8::MIN);
+    let mut acc = [_mm512_setzero_si512(); N];
+    let xs: [&[i8]; N] = std::array::from_fn(|t| &x[(t0 + t) * k_pad..(t0 + t + 1) * k_pad]);
+    for (i, wc) in row.chunks_exact(I8_BLOCK).enumerate() {
+        let wv = load512_i8(wc);
+        for t in 0..N {
+            let a = _mm512_xor_si512(load512_i8(&xs[t][i * I8_BLOCK..]), flip);
+            acc[t] = _mm512_dpbusd_epi32(acc[t], a, wv);
+        }
+    }
+    for t in 0..N {
+        out[t0 + t] = _mm512_reduce_add_epi32(acc[t]) - bias;
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn i8_gemm_avx512_impl(
+    w: &[i8],
+    row_sums: &[i32],
+    k_pad: usize,
+    x: &[i8],
+    n_tok: usize,
+    out: &mut [i32],
+) {
+    for ((row, o), &s) in w
+        .chunks_exact(k_pad)
+        .zip(out.chunks_exact_mut(n_tok))
+        .zip(row_sums)
+    {
+        let bias = 128 * s;
+        let mut t = 0;
+        while t < n_tok {
+            match n_tok - t {
+                1 => i8_tile_avx512::<1>(row, x, k_pad, t, bias, o),
+                2 => i8_tile_avx512::<2>(row, x, k_pad, t, bias, o),
+                3 => i8_tile_avx512::<3>(row, x, k_pad, t, bias, o),
+                _ => i8_tile_avx512::<4>(row, x, k_pad, t, bias, o),
+            }
+            t += (n_tok - t).min(4);
+        }
+    }
+}
+
+pub(super) fn i8_gemm_avx512(
+    w: &[i8],
+    row_sums: &[i32],
+    k_pad: usize,
+    x: &[i8],
+    n_tok: usize,
+    out: &mut [i32],
+) {
+    assert!(
+        has_avx512_vnni(),
+        "AVX-512 VNNI kernel called on a CPU without it"
+    );
+    // SAFETY: the CPU supports avx512f, avx512bw and avx512vnni (checked above).
+    unsafe { i8_gemm_avx512_impl(w, row_sums, k_pad, x, n_tok, out) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Int8 × int8, AVX2: |w| (u8) × sign(x, w) (i8) with `vpmaddubsw`; |pair| ≤ 2·127·127 < 2^15.
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn i8_tile_avx2<const N: usize>(row: &[i8], x: &[i8], k_pad: usize, t0: usize, out: &mut [i32]) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_si256(); N];
+    let xs: [&[i8]; N] = std::array::from_fn(|t| &x[(t0 + t) * k_pad..(t0 + t + 1) * k_pad]);
+    for (i, wc) in row.chunks_exact(32).enumerate() {
+        let wv = load256_i8(wc);
+        let aw = _mm256_abs_epi8(wv);
+        for t in 0..N {
+            let xv = _mm256_sign_epi8(load256_i8(&xs[t][i * 32..]), wv);
+            acc[t] = _mm256_add_epi32(
+                acc[t],
+                _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xv), ones),
+            );
+        }
+    }
+    for t in 0..N {
+        out[t0 + t] = hsum256(acc[t]);
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn i8_gemm_avx2_impl(w: &[i8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+    for (row, o) in w.chunks_exact(k_pad).zip(out.chunks_exact_mut(n_tok)) {
+        let mut t = 0;
+        while t < n_tok {
+            match n_tok - t {
+                1 => i8_tile_avx2::<1>(row, x, k_pad, t, o),
+                2 => i8_tile_avx2::<2>(row, x, k_pad, t, o),
+                3 => i8_tile_avx2::<3>(row, x, k_pad, t, o),
+                _ => i8_tile_avx2::<4>(row, x, k_pad, t, o),
+            }
+            t += (n_tok - t).min(4);
+        }
+    }
+}
+
+pub(super) fn i8_gemm_avx2(w: &[i8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+    assert!(has_avx2(), "AVX2 kernel called on a CPU without it");
+    // SAFETY: the CPU supports avx2 (checked above).
+    unsafe { i8_gemm_avx2_impl(w, k_pad, x, n_tok, out) }
+}
