@@ -1,2 +1,17 @@
-//! magnet-bitnet
+//! magnet-bitnet: BitNet b1.58 (a LLaMA-compatible decoder with ternary BitLinear projections) in
+//! burn — model and presets ([`config`], [`model`], [`quant`]), the training loop ([`train`]) over a
+//! BPE tokenizer and sharded token files ([`data`]), safetensors checkpoints with exact resume
+//! ([`checkpoint`]), and Hugging Face / GGUF export ([`export`], [`gguf`]). CPU (burn's pure-Rust
+//! `flex` backend) by default, GPU with the `wgpu` or `cuda` feature.
+pub mod checkpoint;
 pub mod cli;
+pub mod config;
+pub mod data;
+pub mod model;
+pub mod quant;
+pub mod rng;
+pub mod train;
+
+pub use config::ModelConfig;
+pub use model::BitnetModel;
+pub use train::{train, TrainConfig};
