@@ -647,6 +647,11 @@ pub fn train_until(cfg: &TrainConfig, stop_at: Option<u64>) -> anyhow::Result<Tr
         serde_json::json!({"event": "start", "step": trainer.step, "params": report.params, "ternary": model_cfg.ternary,
         "vocab_size": model_cfg.vocab_size, "data_source": manifest.source, "tokens_per_step": cfg.tokens_per_step()}),
     )?;
+    if trainer.step == 0 {
+        let val = trainer.evaluate(&val_batches, rows, seq);
+        report.val_losses.push((0, val));
+        log(serde_json::json!({"event": "val", "step": 0, "tokens": 0, "val_loss": val}))?;
+    }
     while trainer.step < end {
         let step = trainer.step;
         let micro: Vec<_> = (0..cfg.grad_accum as u64)
