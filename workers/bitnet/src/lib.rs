@@ -7,11 +7,14 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod export;
+pub mod gguf;
 pub mod model;
 pub mod quant;
 pub mod rng;
 pub mod train;
 
 pub use config::ModelConfig;
+pub use export::{export_gguf, export_hf, load_hf};
 pub use model::BitnetModel;
 pub use train::{train, TrainConfig};
