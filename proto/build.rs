@@ -1,5 +1,9 @@
 fn main() -> std::io::Result<()> {
-    let protos = ["magnet/chain/v1/types.proto", "magnet/compute/v1/tx.proto"];
+    let protos = [
+        "magnet/chain/v1/types.proto",
+        "magnet/compute/v1/tx.proto",
+        "magnet/gov/v1/tx.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

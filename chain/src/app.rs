@@ -160,6 +160,7 @@ impl App {
         );
         crate::compute::put_params(&mut delta, &genesis.compute)?;
         crate::compute::init_genesis(&mut delta, req.time.unix_timestamp())?;
+        crate::gov::init_genesis(&mut delta, &genesis.gov)?;
         let t0 = req.time.unix_timestamp_nanos();
         delta.put_raw(
             state_key::chain::block_time().into(),

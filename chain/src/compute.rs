@@ -27,7 +27,7 @@ pub const SSD_MIN_BLOCKS: u64 = 1000;
 
 const CODESPACE: &str = magnet_x_compute::CODESPACE;
 
-fn err(code: u32, message: String) -> TxError {
+pub(crate) fn err(code: u32, message: String) -> TxError {
     TxError::Module {
         codespace: CODESPACE,
         code,
@@ -88,7 +88,7 @@ pub fn granted_tier(requested: Tier, hw: &HardwareProfile) -> Tier {
     }
 }
 
-async fn registered<S: StateRead>(state: &S, owner: &str) -> TxResult<Worker> {
+pub(crate) async fn registered<S: StateRead>(state: &S, owner: &str) -> TxResult<Worker> {
     worker(state, owner).await?.ok_or_else(|| {
         err(
             codes::NOT_REGISTERED,
@@ -227,7 +227,10 @@ pub async fn end_block<S: StateRead + StateWrite>(
     state: &mut S,
     ctx: BlockCtx,
 ) -> TxResult<Vec<Event>> {
-    let mut events = maybe_settle_epoch(state, ctx).await?;
+    // Votes and disputes close before the epoch settles, so their effects land in it.
+    let mut events = crate::gov::end_block(state, ctx).await?;
+    events.extend(crate::panel::end_block(state, ctx).await?);
+    events.extend(maybe_settle_epoch(state, ctx).await?);
     // Penalties before releases: a bond still unbonding can be slashed for a missed reveal.
     events.extend(close_tasks(state, ctx).await?);
     events.extend(release_unbondings(state, ctx).await?);
@@ -326,7 +329,7 @@ pub struct SettlementRecord {
     pub burned: String,
 }
 
-async fn get_json<S: StateRead, T: serde::de::DeserializeOwned>(
+pub(crate) async fn get_json<S: StateRead, T: serde::de::DeserializeOwned>(
     state: &S,
     key: &str,
 ) -> TxResult<Option<T>> {
@@ -338,7 +341,11 @@ async fn get_json<S: StateRead, T: serde::de::DeserializeOwned>(
     }
 }
 
-fn put_json<S: StateWrite, T: serde::Serialize>(state: &mut S, key: String, v: &T) -> TxResult<()> {
+pub(crate) fn put_json<S: StateWrite, T: serde::Serialize>(
+    state: &mut S,
+    key: String,
+    v: &T,
+) -> TxResult<()> {
     let raw = serde_json::to_vec(v).map_err(|e| TxError::Internal(e.to_string()))?;
     state.put_raw(key, raw);
     Ok(())
@@ -541,17 +548,22 @@ pub async fn maybe_settle_epoch<S: StateRead + StateWrite>(
             start_time: ctx.time,
         },
     )?;
-    Ok(vec![Event::new(
-        "settle_epoch",
-        [
-            ("epoch", e.index.to_string()).index(),
-            ("released", released.to_string()).index(),
-            ("pool", pool.to_string()).index(),
-            ("paid", settled.rewards.values().sum::<u128>().to_string()).index(),
-            ("workers", settled.rewards.len().to_string()).index(),
-            ("remainder", settled.remainder.to_string()).index(),
-        ],
-    )])
+    let mut events = crate::gov::apply_pending_params(state).await?;
+    events.insert(
+        0,
+        Event::new(
+            "settle_epoch",
+            [
+                ("epoch", e.index.to_string()).index(),
+                ("released", released.to_string()).index(),
+                ("pool", pool.to_string()).index(),
+                ("paid", settled.rewards.values().sum::<u128>().to_string()).index(),
+                ("workers", settled.rewards.len().to_string()).index(),
+                ("remainder", settled.remainder.to_string()).index(),
+            ],
+        ),
+    );
+    Ok(events)
 }
 
 /// Most commitments one task accepts: bounds the end-of-block missed-reveal scan.
@@ -585,7 +597,7 @@ pub fn validate_task_id(task_id: &str) -> TxResult<()> {
 
 use magnet_proto::magnet::compute::v1::{CommitRecord, Task};
 
-async fn get_proto<S: StateRead, M: Message + Default>(
+pub(crate) async fn get_proto<S: StateRead, M: Message + Default>(
     state: &S,
     key: &str,
 ) -> TxResult<Option<M>> {
@@ -609,7 +621,7 @@ pub async fn commit_record<S: StateRead>(
     get_proto(state, &state_key::compute::commit(task_id, owner)).await
 }
 
-fn secs(t: i64) -> TxResult<u64> {
+pub(crate) fn secs(t: i64) -> TxResult<u64> {
     u64::try_from(t).map_err(|_| TxError::Internal("block time before 1970".into()))
 }
 
@@ -676,6 +688,7 @@ pub async fn commit_result<S: StateRead + StateWrite>(
             format!("worker {owner} is unbonding: expected an active worker"),
         ));
     }
+    crate::panel::check_job_commit(state, task_id, owner).await?;
     let p = params(state).await?;
     let mut t = match task(state, task_id).await? {
         Some(t) => t,

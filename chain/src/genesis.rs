@@ -29,6 +29,9 @@ pub struct AppGenesis {
     /// x-compute parameters (tiers, bonds, emission, slashing, windows).
     #[serde(default)]
     pub compute: magnet_x_compute::ComputeParams,
+    /// Governance params and the validator operators who vote.
+    #[serde(default)]
+    pub gov: crate::gov::GovGenesis,
 }
 
 impl AppGenesis {
@@ -38,6 +41,17 @@ impl AppGenesis {
         self.compute
             .validate()
             .map_err(|e| format!("compute params: {e}"))?;
+        self.gov.params.validate()?;
+        let mut ops = BTreeSet::new();
+        for v in &self.gov.validators {
+            crate::auth::validate_address(&v.operator).map_err(|e| e.to_string())?;
+            if !ops.insert(v.operator.as_str()) {
+                return Err(format!(
+                    "gov validator {}: expected each operator once, got it twice",
+                    v.operator
+                ));
+            }
+        }
         let mut seen = BTreeSet::new();
         let mut supply: std::collections::BTreeMap<&str, u128> = Default::default();
         for acc in &self.accounts {

@@ -327,7 +327,7 @@ pub fn collect(home: &Path, dir: Option<&Path>) -> Result<usize> {
         .as_str()
         .ok_or_else(|| anyhow!("genesis.json: chain_id missing"))?
         .to_string();
-    let app = app_genesis(&g)?;
+    let mut app = app_genesis(&g)?;
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading gentx dir {}", dir.display()))?
         .flatten()
@@ -340,6 +340,7 @@ pub fn collect(home: &Path, dir: Option<&Path>) -> Result<usize> {
     }
     let own_id = node_id(home)?;
     let mut validators = Vec::new();
+    let mut operators = Vec::new();
     let mut peers = Vec::new();
     for f in &files {
         let gt: GenTxFile = serde_json::from_slice(&std::fs::read(f)?)
@@ -364,12 +365,19 @@ pub fn collect(home: &Path, dir: Option<&Path>) -> Result<usize> {
             "power": gt.power.to_string(),
             "name": gt.moniker,
         }));
+        operators.push(crate::gov::GenesisValidator {
+            operator: gt.operator_address.clone(),
+            power: u64::try_from(gt.power).unwrap_or(0),
+        });
         if !gt.memo.starts_with(&own_id) {
             peers.push(gt.memo.clone());
         }
     }
     let n = validators.len();
     g["validators"] = Value::Array(validators);
+    app.gov.validators = operators;
+    app.validate().map_err(|e| anyhow!(e))?;
+    g["app_state"] = serde_json::to_value(&app)?;
     write_json(&path, &g)?;
     let peers = peers.join(",");
     set_config(home, |doc| {
@@ -419,13 +427,14 @@ pub async fn export(home: &Path) -> Result<Value> {
             });
         }
     }
+    let gov = crate::gov::export(&snap).await?;
     let supply = crate::bank::all_supply(&snap).await?;
     let root = snap.root_hash().await?;
     let out = serde_json::json!({
         "chain_id": chain_id,
         "height": version,
         "app_hash": hex::encode(root.0),
-        "app_state": AppGenesis { params, accounts, compute },
+        "app_state": AppGenesis { params, accounts, compute, gov },
         "auth": sequences,
         "supply": supply.into_iter().map(|(d, a)| serde_json::json!({"denom": d, "amount": a.to_string()})).collect::<Vec<_>>(),
     });

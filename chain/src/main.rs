@@ -160,6 +160,73 @@ enum TxCmd {
     /// x-compute: the bonded worker registry.
     #[command(subcommand)]
     Compute(ComputeTx),
+    /// gov: parameter-change proposals and validator votes.
+    #[command(subcommand)]
+    Gov(GovTx),
+}
+
+#[derive(Subcommand)]
+enum GovTx {
+    /// Propose an x-compute params change: `--changes '{"tier_multiplier_ppm":{"gpu_compute":2000000}}'`
+    /// (a JSON merge patch; `@file.json` reads it from a file).
+    SubmitProposal {
+        key: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        changes: String,
+        #[arg(long)]
+        deposit: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+    /// Vote as a validator operator: yes | no | abstain.
+    Vote {
+        key: String,
+        proposal_id: u64,
+        option: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+}
+
+#[derive(Subcommand)]
+enum GovQuery {
+    Proposal {
+        id: u64,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// Gov params and the validator operators with their voting power.
+    Params {
+        #[command(flatten)]
+        node: NodeArg,
+    },
+}
+
+/// `1700000000` (unix seconds) or `+600` (seconds from now).
+fn parse_time_arg(s: &str) -> Result<i64> {
+    match s.strip_prefix('+') {
+        Some(rel) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let rel: u64 = rel
+                .parse()
+                .map_err(|_| anyhow!("expected +SECONDS, got {s:?}"))?;
+            Ok(i64::try_from(now.saturating_add(rel))?)
+        }
+        None => s
+            .parse()
+            .map_err(|_| anyhow!("expected unix seconds or +SECONDS, got {s:?}")),
+    }
+}
+
+fn umag_arg(flag: &str, s: &str) -> Result<u128> {
+    match parse_coins_arg(s)?.as_slice() {
+        [(d, a)] if d == magnet_chain::params::BOND_DENOM => Ok(*a),
+        _ => bail!("expected {flag} in umag, got {s}"),
+    }
 }
 
 #[derive(Args, Clone)]
@@ -297,6 +364,89 @@ enum ComputeTx {
         #[command(flatten)]
         flags: TxFlags,
     },
+    /// Join the notary panel with a bond (>= notary_min_bond).
+    JoinNotaryPanel {
+        key: String,
+        #[arg(long)]
+        bond: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+    /// Register a data set (pays data_registration_fee; confirmed after the challenge window).
+    RegisterData {
+        key: String,
+        #[arg(long)]
+        data_hash: String,
+        #[arg(long)]
+        uri: String,
+        #[arg(long)]
+        size_bytes: u64,
+        #[arg(long)]
+        domain: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+    /// Challenge before the notary panel: --kind data|contribution|reveal --target
+    /// <data hash> | <epoch>:<owner> | <task_id>:<owner>.
+    Challenge {
+        key: String,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+    /// A notary's vote on a dispute: `--uphold` (the challenge is right) or `--reject`.
+    VoteDispute {
+        key: String,
+        dispute_id: u64,
+        #[arg(long, conflicts_with = "reject", required_unless_present = "reject")]
+        uphold: bool,
+        #[arg(long)]
+        reject: bool,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+    /// Create a research job escrowing --budget; times are unix seconds or +SECONDS from now.
+    CreateJob {
+        key: String,
+        #[arg(long)]
+        job_id: String,
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        budget: String,
+        #[arg(long)]
+        commit_end: String,
+        #[arg(long)]
+        reveal_end: String,
+        #[arg(long)]
+        deadline: String,
+        /// Comma-separated evaluator addresses or key names.
+        #[arg(long, value_delimiter = ',')]
+        evaluators: Vec<String>,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+    /// Claim a research job (then commit/reveal with task id `job:<job_id>`).
+    ClaimJob {
+        key: String,
+        job_id: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
+    /// Score a job's revealed results as one of its evaluators: `--scores addr=900000,addr2=500000`.
+    ScoreJob {
+        key: String,
+        job_id: String,
+        #[arg(long, value_delimiter = ',')]
+        scores: Vec<String>,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
 }
 
 #[derive(Subcommand)]
@@ -346,6 +496,30 @@ enum ComputeQuery {
         #[command(flatten)]
         node: NodeArg,
     },
+    /// A notary on the panel.
+    Notary {
+        address: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// A dispute: target, votes, verdict.
+    Dispute {
+        id: u64,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// A data record by its hash.
+    Data {
+        data_hash: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// A research job and, once settled, its payouts.
+    Job {
+        job_id: String,
+        #[command(flatten)]
+        node: NodeArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -367,6 +541,9 @@ enum QueryCmd {
     /// x-compute records.
     #[command(subcommand)]
     Compute(ComputeQuery),
+    /// gov proposals and params.
+    #[command(subcommand)]
+    Gov(GovQuery),
     /// Account number, sequence and public key.
     Account {
         address: String,
@@ -939,6 +1116,149 @@ async fn run(cli: Cli) -> Result<()> {
                         ),
                     )
                 }
+                ComputeTx::JoinNotaryPanel { key, bond, flags } => {
+                    let owner = Keyring::open(&home).get(&key)?.address;
+                    let bond = umag_arg("--bond", &bond)?.to_string();
+                    let msg = pb::MsgJoinNotaryPanel { owner, bond };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_JOIN_NOTARY_PANEL_TYPE_URL, &msg),
+                    )
+                }
+                ComputeTx::RegisterData {
+                    key,
+                    data_hash,
+                    uri,
+                    size_bytes,
+                    domain,
+                    flags,
+                } => {
+                    let owner = Keyring::open(&home).get(&key)?.address;
+                    let msg = pb::MsgRegisterData {
+                        owner,
+                        data_hash,
+                        uri,
+                        size_bytes,
+                        domain,
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_REGISTER_DATA_TYPE_URL, &msg),
+                    )
+                }
+                ComputeTx::Challenge {
+                    key,
+                    kind,
+                    target,
+                    reason,
+                    flags,
+                } => {
+                    let challenger = Keyring::open(&home).get(&key)?.address;
+                    let msg = pb::MsgChallenge {
+                        challenger,
+                        kind,
+                        target,
+                        reason,
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_CHALLENGE_TYPE_URL, &msg),
+                    )
+                }
+                ComputeTx::VoteDispute {
+                    key,
+                    dispute_id,
+                    uphold,
+                    reject: _,
+                    flags,
+                } => {
+                    let notary = Keyring::open(&home).get(&key)?.address;
+                    let msg = pb::MsgVoteDispute {
+                        notary,
+                        dispute_id,
+                        uphold,
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_VOTE_DISPUTE_TYPE_URL, &msg),
+                    )
+                }
+                ComputeTx::CreateJob {
+                    key,
+                    job_id,
+                    domain,
+                    budget,
+                    commit_end,
+                    reveal_end,
+                    deadline,
+                    evaluators,
+                    flags,
+                } => {
+                    let requester = Keyring::open(&home).get(&key)?.address;
+                    let msg = pb::MsgCreateJob {
+                        requester,
+                        job_id,
+                        domain,
+                        budget: umag_arg("--budget", &budget)?.to_string(),
+                        commit_end: parse_time_arg(&commit_end)?,
+                        reveal_end: parse_time_arg(&reveal_end)?,
+                        deadline: parse_time_arg(&deadline)?,
+                        evaluators: evaluators
+                            .iter()
+                            .map(|e| resolve_address(&home, e))
+                            .collect::<Result<_>>()?,
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_CREATE_JOB_TYPE_URL, &msg),
+                    )
+                }
+                ComputeTx::ClaimJob { key, job_id, flags } => {
+                    let worker = Keyring::open(&home).get(&key)?.address;
+                    let msg = pb::MsgClaimJob { worker, job_id };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_CLAIM_JOB_TYPE_URL, &msg),
+                    )
+                }
+                ComputeTx::ScoreJob {
+                    key,
+                    job_id,
+                    scores,
+                    flags,
+                } => {
+                    let evaluator = Keyring::open(&home).get(&key)?.address;
+                    let scores = scores
+                        .iter()
+                        .map(|s| {
+                            let (w, v) = s
+                                .split_once('=')
+                                .ok_or_else(|| anyhow!("expected WORKER=SCORE, got {s:?}"))?;
+                            Ok(pb::JobScore {
+                                worker: resolve_address(&home, w)?,
+                                score: v
+                                    .parse()
+                                    .map_err(|_| anyhow!("expected an integer score, got {v:?}"))?,
+                            })
+                        })
+                        .collect::<Result<_>>()?;
+                    let msg = pb::MsgScoreJob {
+                        evaluator,
+                        job_id,
+                        scores,
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_SCORE_JOB_TYPE_URL, &msg),
+                    )
+                }
                 ComputeTx::Unbond { key, flags } => {
                     let owner = Keyring::open(&home).get(&key)?.address;
                     (
@@ -953,7 +1273,111 @@ async fn run(cli: Cli) -> Result<()> {
             };
             send_tx(out, &home, &key, &flags, vec![any]).await?;
         }
+        Cmd::Tx(TxCmd::Gov(g)) => {
+            use magnet_proto::magnet::gov::v1 as gpb;
+            let (key, flags, any) = match g {
+                GovTx::SubmitProposal {
+                    key,
+                    title,
+                    changes,
+                    deposit,
+                    flags,
+                } => {
+                    let proposer = Keyring::open(&home).get(&key)?.address;
+                    let changes = match changes.strip_prefix('@') {
+                        Some(path) => std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {path}"))?,
+                        None => changes,
+                    };
+                    let msg = gpb::MsgSubmitProposal {
+                        proposer,
+                        title,
+                        changes,
+                        deposit: umag_arg("--deposit", &deposit)?.to_string(),
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_SUBMIT_PROPOSAL_TYPE_URL, &msg),
+                    )
+                }
+                GovTx::Vote {
+                    key,
+                    proposal_id,
+                    option,
+                    flags,
+                } => {
+                    let voter = Keyring::open(&home).get(&key)?.address;
+                    let msg = gpb::MsgVote {
+                        voter,
+                        proposal_id,
+                        option,
+                    };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_VOTE_TYPE_URL, &msg),
+                    )
+                }
+            };
+            send_tx(out, &home, &key, &flags, vec![any]).await?;
+        }
         Cmd::Query(q) => match q {
+            QueryCmd::Gov(GovQuery::Proposal { id, node }) => {
+                compute_json_query(
+                    out,
+                    &node.node,
+                    magnet_chain::query::PATH_GOV_PROPOSAL,
+                    id.to_string().into_bytes(),
+                )
+                .await?;
+            }
+            QueryCmd::Gov(GovQuery::Params { node }) => {
+                compute_json_query(
+                    out,
+                    &node.node,
+                    magnet_chain::query::PATH_GOV_PARAMS,
+                    Vec::new(),
+                )
+                .await?;
+            }
+            QueryCmd::Compute(ComputeQuery::Notary { address, node }) => {
+                let addr = resolve_address(&home, &address)?;
+                compute_json_query(
+                    out,
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_NOTARY,
+                    addr.into_bytes(),
+                )
+                .await?;
+            }
+            QueryCmd::Compute(ComputeQuery::Dispute { id, node }) => {
+                compute_json_query(
+                    out,
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_DISPUTE,
+                    id.to_string().into_bytes(),
+                )
+                .await?;
+            }
+            QueryCmd::Compute(ComputeQuery::Data { data_hash, node }) => {
+                compute_json_query(
+                    out,
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_DATA,
+                    data_hash.into_bytes(),
+                )
+                .await?;
+            }
+            QueryCmd::Compute(ComputeQuery::Job { job_id, node }) => {
+                compute_json_query(
+                    out,
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_JOB,
+                    job_id.into_bytes(),
+                )
+                .await?;
+            }
             QueryCmd::Compute(ComputeQuery::Worker { address, node }) => {
                 let addr = resolve_address(&home, &address)?;
                 let w: magnet_proto::magnet::compute::v1::Worker = proto_query(

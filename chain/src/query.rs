@@ -40,6 +40,15 @@ pub const PATH_COMPUTE_TASK: &str = "/magnet.compute.v1.Query/Task";
 /// data = `<task_id>/<owner>`; answers a `magnet.compute.v1.CommitRecord`.
 pub const PATH_COMPUTE_COMMIT: &str = "/magnet.compute.v1.Query/Commit";
 pub const PATH_COMPUTE_SETTLEMENT: &str = "/magnet.compute.v1.Query/Settlement";
+/// data = notary address / dispute number / data hash / job id; answer the record as JSON.
+pub const PATH_COMPUTE_NOTARY: &str = "/magnet.compute.v1.Query/Notary";
+pub const PATH_COMPUTE_DISPUTE: &str = "/magnet.compute.v1.Query/Dispute";
+pub const PATH_COMPUTE_DATA: &str = "/magnet.compute.v1.Query/DataRecord";
+pub const PATH_COMPUTE_JOB: &str = "/magnet.compute.v1.Query/Job";
+/// data = proposal number; answers the proposal as JSON.
+pub const PATH_GOV_PROPOSAL: &str = "/magnet.gov.v1.Query/Proposal";
+/// Answers `{params, validators}` as JSON.
+pub const PATH_GOV_PARAMS: &str = "/magnet.gov.v1.Query/Params";
 /// ProofOp type of a JMT ICS23 commitment proof.
 pub const PROOF_OP_TYPE: &str = "ics23:jmt";
 
@@ -225,6 +234,30 @@ async fn route(s: &Snapshot, req: &request::Query) -> Result<response::Query, re
                 .map_err(from_tx_err)?
                 .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("epoch {n} has not been settled")))?;
             serde_json::to_vec(&rec).map_err(|e| App::query_error(1, e.to_string()))?
+        }
+        PATH_COMPUTE_NOTARY | PATH_COMPUTE_DISPUTE | PATH_COMPUTE_DATA | PATH_COMPUTE_JOB
+        | PATH_GOV_PROPOSAL => {
+            let id = std::str::from_utf8(&req.data)
+                .map_err(|_| App::query_error(18, "expected utf-8 query data".into()))?
+                .trim();
+            let (kind, key) = match req.path.as_str() {
+                PATH_COMPUTE_NOTARY => ("notary", crate::panel::record_key("notary", id)),
+                PATH_COMPUTE_DISPUTE => ("dispute", crate::panel::record_key("dispute", id)),
+                PATH_COMPUTE_DATA => ("data record", crate::panel::record_key("data", id)),
+                PATH_COMPUTE_JOB => ("job", crate::panel::record_key("job", id)),
+                _ => ("proposal", id.parse().ok().map(crate::gov::proposal_key)),
+            };
+            let key = key.ok_or_else(|| {
+                App::query_error(18, format!("expected a {kind} id in query data, got {id:?}"))
+            })?;
+            s.get_raw(&key)
+                .await
+                .map_err(|e| App::query_error(1, format!("{e:#}")))?
+                .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("{kind} {id} not found")))?
+        }
+        PATH_GOV_PARAMS => {
+            let g = crate::gov::export(s).await.map_err(from_tx_err)?;
+            serde_json::to_vec(&g).map_err(|e| App::query_error(1, e.to_string()))?
         }
         PATH_COMPUTE_PARAMS => {
             let p = crate::compute::params(s).await.map_err(from_tx_err)?;

@@ -15,6 +15,7 @@ use cosmrs::proto::cosmos::crypto::secp256k1::PubKey as ProtoPubKey;
 use cosmrs::proto::cosmos::tx::signing::v1beta1::SignMode;
 use cosmrs::proto::cosmos::tx::v1beta1::{mode_info, AuthInfo, SignDoc, TxBody, TxRaw};
 use magnet_proto::magnet::compute::v1 as pb;
+use magnet_proto::magnet::gov::v1 as gov_pb;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tendermint::abci::{Event, EventAttributeIndexExt};
@@ -35,7 +36,25 @@ pub const MSG_SETTLE_INFERENCE_TYPE_URL: &str = "/magnet.compute.v1.MsgSettleInf
 pub const MSG_OPEN_ROUND_TYPE_URL: &str = "/magnet.compute.v1.MsgOpenRound";
 pub const MSG_SUBMIT_GRADIENT_TYPE_URL: &str = "/magnet.compute.v1.MsgSubmitGradient";
 pub const MSG_FINALIZE_ROUND_TYPE_URL: &str = "/magnet.compute.v1.MsgFinalizeRound";
-const KNOWN_TYPE_URLS: [&str; 11] = [
+pub const MSG_JOIN_NOTARY_PANEL_TYPE_URL: &str = "/magnet.compute.v1.MsgJoinNotaryPanel";
+pub const MSG_REGISTER_DATA_TYPE_URL: &str = "/magnet.compute.v1.MsgRegisterData";
+pub const MSG_CHALLENGE_TYPE_URL: &str = "/magnet.compute.v1.MsgChallenge";
+pub const MSG_VOTE_DISPUTE_TYPE_URL: &str = "/magnet.compute.v1.MsgVoteDispute";
+pub const MSG_CREATE_JOB_TYPE_URL: &str = "/magnet.compute.v1.MsgCreateJob";
+pub const MSG_CLAIM_JOB_TYPE_URL: &str = "/magnet.compute.v1.MsgClaimJob";
+pub const MSG_SCORE_JOB_TYPE_URL: &str = "/magnet.compute.v1.MsgScoreJob";
+pub const MSG_SUBMIT_PROPOSAL_TYPE_URL: &str = "/magnet.gov.v1.MsgSubmitProposal";
+pub const MSG_VOTE_TYPE_URL: &str = "/magnet.gov.v1.MsgVote";
+const KNOWN_TYPE_URLS: [&str; 20] = [
+    MSG_JOIN_NOTARY_PANEL_TYPE_URL,
+    MSG_REGISTER_DATA_TYPE_URL,
+    MSG_CHALLENGE_TYPE_URL,
+    MSG_VOTE_DISPUTE_TYPE_URL,
+    MSG_CREATE_JOB_TYPE_URL,
+    MSG_CLAIM_JOB_TYPE_URL,
+    MSG_SCORE_JOB_TYPE_URL,
+    MSG_SUBMIT_PROPOSAL_TYPE_URL,
+    MSG_VOTE_TYPE_URL,
     MSG_OPEN_ROUND_TYPE_URL,
     MSG_SUBMIT_GRADIENT_TYPE_URL,
     MSG_FINALIZE_ROUND_TYPE_URL,
@@ -99,6 +118,23 @@ pub enum Msg {
         result: Vec<u8>,
         nonce: Vec<u8>,
     },
+    JoinNotaryPanel {
+        owner: String,
+        bond: u128,
+    },
+    RegisterData(pb::MsgRegisterData),
+    Challenge(pb::MsgChallenge),
+    VoteDispute(pb::MsgVoteDispute),
+    CreateJob(pb::MsgCreateJob),
+    ClaimJob(pb::MsgClaimJob),
+    ScoreJob(pb::MsgScoreJob),
+    SubmitProposal {
+        proposer: String,
+        title: String,
+        changes: String,
+        deposit: u128,
+    },
+    Vote(gov_pb::MsgVote),
 }
 
 impl Msg {
@@ -373,6 +409,63 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
                     contributors,
                 });
             }
+            MSG_JOIN_NOTARY_PANEL_TYPE_URL => {
+                let (m, owner) =
+                    decode_owned::<pb::MsgJoinNotaryPanel>(any, &signer, |m| &m.owner)?;
+                let bond = bank::parse_amount(&m.bond)?;
+                msgs.push(Msg::JoinNotaryPanel { owner, bond });
+            }
+            MSG_REGISTER_DATA_TYPE_URL => {
+                let (mut m, owner) =
+                    decode_owned::<pb::MsgRegisterData>(any, &signer, |m| &m.owner)?;
+                m.owner = owner;
+                msgs.push(Msg::RegisterData(m));
+            }
+            MSG_CHALLENGE_TYPE_URL => {
+                let (mut m, owner) =
+                    decode_owned::<pb::MsgChallenge>(any, &signer, |m| &m.challenger)?;
+                m.challenger = owner;
+                msgs.push(Msg::Challenge(m));
+            }
+            MSG_VOTE_DISPUTE_TYPE_URL => {
+                let (mut m, owner) =
+                    decode_owned::<pb::MsgVoteDispute>(any, &signer, |m| &m.notary)?;
+                m.notary = owner;
+                msgs.push(Msg::VoteDispute(m));
+            }
+            MSG_CREATE_JOB_TYPE_URL => {
+                let (mut m, owner) =
+                    decode_owned::<pb::MsgCreateJob>(any, &signer, |m| &m.requester)?;
+                m.requester = owner;
+                msgs.push(Msg::CreateJob(m));
+            }
+            MSG_CLAIM_JOB_TYPE_URL => {
+                let (mut m, owner) = decode_owned::<pb::MsgClaimJob>(any, &signer, |m| &m.worker)?;
+                m.worker = owner;
+                msgs.push(Msg::ClaimJob(m));
+            }
+            MSG_SCORE_JOB_TYPE_URL => {
+                let (mut m, owner) =
+                    decode_owned::<pb::MsgScoreJob>(any, &signer, |m| &m.evaluator)?;
+                m.evaluator = owner;
+                msgs.push(Msg::ScoreJob(m));
+            }
+            MSG_SUBMIT_PROPOSAL_TYPE_URL => {
+                let (m, proposer) =
+                    decode_owned::<gov_pb::MsgSubmitProposal>(any, &signer, |m| &m.proposer)?;
+                let deposit = bank::parse_amount(&m.deposit)?;
+                msgs.push(Msg::SubmitProposal {
+                    proposer,
+                    title: m.title,
+                    changes: m.changes,
+                    deposit,
+                });
+            }
+            MSG_VOTE_TYPE_URL => {
+                let (mut m, voter) = decode_owned::<gov_pb::MsgVote>(any, &signer, |m| &m.voter)?;
+                m.voter = voter;
+                msgs.push(Msg::Vote(m));
+            }
             MSG_COMMIT_RESULT_TYPE_URL => {
                 let (m, owner) = decode_owned::<pb::MsgCommitResult>(any, &signer, |m| &m.owner)?;
                 msgs.push(Msg::CommitResult {
@@ -640,6 +733,31 @@ pub async fn execute<S: StateRead + StateWrite>(
             } => events.extend(
                 crate::compute::reveal_result(state, ctx, owner, task_id, result, nonce).await?,
             ),
+            Msg::JoinNotaryPanel { owner, bond } => {
+                events.extend(crate::panel::join_notary_panel(state, ctx, owner, *bond).await?)
+            }
+            Msg::RegisterData(m) => {
+                events.extend(crate::panel::register_data(state, ctx, m).await?)
+            }
+            Msg::Challenge(m) => events.extend(crate::panel::challenge(state, ctx, m).await?),
+            Msg::VoteDispute(m) => events.extend(
+                crate::panel::vote_dispute(state, ctx, &m.notary, m.dispute_id, m.uphold).await?,
+            ),
+            Msg::CreateJob(m) => events.extend(crate::panel::create_job(state, ctx, m).await?),
+            Msg::ClaimJob(m) => {
+                events.extend(crate::panel::claim_job(state, ctx, &m.worker, &m.job_id).await?)
+            }
+            Msg::ScoreJob(m) => events.extend(crate::panel::score_job(state, ctx, m).await?),
+            Msg::SubmitProposal {
+                proposer,
+                title,
+                changes,
+                deposit,
+            } => events.extend(
+                crate::gov::submit_proposal(state, ctx, proposer, title, changes, *deposit).await?,
+            ),
+            Msg::Vote(m) => events
+                .extend(crate::gov::vote(state, ctx, &m.voter, m.proposal_id, &m.option).await?),
             Msg::SubmitContribution {
                 owner,
                 steps,

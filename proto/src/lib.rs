@@ -16,4 +16,9 @@ pub mod magnet {
             include!(concat!(env!("OUT_DIR"), "/magnet.compute.v1.rs"));
         }
     }
+    pub mod gov {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/magnet.gov.v1.rs"));
+        }
+    }
 }

@@ -11,6 +11,7 @@
 )]
 
 pub mod abci;
+pub mod driver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

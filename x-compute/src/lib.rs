@@ -13,6 +13,7 @@ pub mod error;
 pub mod identity;
 pub mod incentive;
 mod math;
+pub mod panel;
 pub mod params;
 pub mod revenue;
 pub mod settlement;
@@ -25,6 +26,9 @@ pub use error::{ComputeError, ComputeResult, CODESPACE};
 pub use identity::node_id;
 pub use incentive::{attack_cost, incentive_compatible};
 pub use math::{mul_div, PPM};
+pub use panel::{
+    consensus_score, settle_job, split_data_fee, tally, DataFeeSplit, FeeShares, JobPayout, Verdict,
+};
 pub use params::{ComputeParams, RemainderPolicy, SlashRates};
 pub use revenue::{split_revenue, RevenueShares, RevenueSplit};
 pub use settlement::{settle_epoch, Settlement, WorkerId};

@@ -77,6 +77,49 @@ pub struct ComputeParams {
     /// Split of x402 API revenue (contributors / serving node / treasury / burn).
     #[serde(default)]
     pub revenue_split: crate::revenue::RevenueSplit,
+    /// Minimum bond to sit on the notary panel, in umag.
+    #[serde(default = "d_notary_min_bond")]
+    pub notary_min_bond: u128,
+    /// Deposit a challenger locks with a challenge, in umag (returned if upheld or no quorum).
+    #[serde(default = "d_challenge_deposit")]
+    pub challenge_deposit: u128,
+    /// How long notaries may vote on a dispute, in seconds of block time.
+    #[serde(default = "d_window")]
+    pub dispute_window_secs: u64,
+    /// Share of the panel that must vote for a verdict, in ppm.
+    #[serde(default = "d_quorum")]
+    pub notary_quorum_ppm: u64,
+    /// Fee to register a data record, in umag.
+    #[serde(default = "d_data_fee")]
+    pub data_registration_fee: u128,
+    /// How long a data record can be challenged before it is confirmed, in seconds.
+    #[serde(default = "d_window")]
+    pub data_challenge_window_secs: u64,
+    /// Where a confirmed record's fee goes.
+    #[serde(default)]
+    pub data_fee_split: crate::panel::DataFeeSplit,
+    /// Data-quality contribution units credited per MiB of confirmed data.
+    #[serde(default = "d_data_units")]
+    pub data_units_per_mib: u128,
+}
+
+fn d_notary_min_bond() -> u128 {
+    1_000 * UMAG_PER_MAG
+}
+fn d_challenge_deposit() -> u128 {
+    100 * UMAG_PER_MAG
+}
+fn d_window() -> u64 {
+    600
+}
+fn d_quorum() -> u64 {
+    500_000
+}
+fn d_data_fee() -> u128 {
+    10 * UMAG_PER_MAG
+}
+fn d_data_units() -> u128 {
+    1_000_000_000
 }
 
 impl Default for ComputeParams {
@@ -115,6 +158,14 @@ impl Default for ComputeParams {
             unbonding_delay_secs: 21 * SECONDS_PER_DAY,
             heartbeat_stale_secs: 120,
             revenue_split: crate::revenue::RevenueSplit::default(),
+            notary_min_bond: d_notary_min_bond(),
+            challenge_deposit: d_challenge_deposit(),
+            dispute_window_secs: d_window(),
+            notary_quorum_ppm: d_quorum(),
+            data_registration_fee: d_data_fee(),
+            data_challenge_window_secs: d_window(),
+            data_fee_split: crate::panel::DataFeeSplit::default(),
+            data_units_per_mib: d_data_units(),
         }
     }
 }
@@ -201,6 +252,44 @@ impl ComputeParams {
             u64::MAX,
         )?;
         self.revenue_split.validate()?;
+        in_range("notary_min_bond", self.notary_min_bond, 1, u128::MAX)?;
+        in_range("challenge_deposit", self.challenge_deposit, 1, u128::MAX)?;
+        in_range(
+            "dispute_window_secs",
+            self.dispute_window_secs,
+            1,
+            SECONDS_PER_DAY,
+        )?;
+        // Below one half a minority could decide; above 1.0 no verdict is possible.
+        in_range("notary_quorum_ppm", self.notary_quorum_ppm, PPM / 2, PPM)?;
+        in_range(
+            "data_registration_fee",
+            self.data_registration_fee,
+            1,
+            u128::MAX,
+        )?;
+        in_range(
+            "data_challenge_window_secs",
+            self.data_challenge_window_secs,
+            1,
+            SECONDS_PER_DAY,
+        )?;
+        self.data_fee_split.validate()?;
+        // 2^64 units per MiB keeps a record of any u64 size inside MAX_EPOCH_UNITS' reach.
+        in_range(
+            "data_units_per_mib",
+            self.data_units_per_mib,
+            1,
+            1u128 << 40,
+        )?;
+        // A disputed worker must still be slashable when the verdict comes.
+        in_range(
+            "unbonding_delay_secs",
+            self.unbonding_delay_secs,
+            self.dispute_window_secs
+                .saturating_add(self.data_challenge_window_secs),
+            u64::MAX,
+        )?;
         Ok(())
     }
 }
