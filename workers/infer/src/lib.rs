@@ -8,4 +8,15 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod config;
+mod gguf;
 pub mod kernels;
+mod load;
+pub mod matrix;
+mod model;
+pub mod sampling;
+
+pub use config::ModelConfig;
+pub use kernels::Isa;
+pub use model::{FinishReason, Generation, HeadFormat, Layer, LoadOptions, Model, Session};
+pub use sampling::SamplingParams;

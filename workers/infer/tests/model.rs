@@ -1,0 +1,182 @@
+//! Engine vs the shared BitLinear semantics on a checkpoint written in the trainer's HF format.
+#![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)]
+
+mod common;
+
+use common::{max_diff, reference_logits, write_checkpoint, Spec};
+use magnet_infer::{HeadFormat, Isa, LoadOptions, Model, SamplingParams};
+
+fn bits(l: &[Vec<f32>]) -> Vec<Vec<u32>> {
+    l.iter()
+        .map(|r| r.iter().map(|v| v.to_bits()).collect())
+        .collect()
+}
+
+#[test]
+fn logits_match_the_reference_forward_within_tolerance() {
+    for tied in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Spec {
+            tied,
+            ..Spec::tiny()
+        };
+        let (_, tensors) = write_checkpoint(dir.path(), &spec, 5);
+        let model = Model::load(dir.path()).unwrap();
+        let tokens = model.encode("hello magnet, the quick brown fox").unwrap();
+        assert!(tokens.len() >= 5, "tokenizer produced {tokens:?}");
+        let got = model.forward_logits(&tokens).unwrap();
+        let want = reference_logits(&spec, &tensors, &tokens);
+        assert_eq!(got.len(), tokens.len());
+        let (diff, scale) = max_diff(&got, &want);
+        // Stated tolerance: 1e-3 of the largest logit (float order differs; int dot is exact).
+        assert!(
+            diff <= 1e-3 * scale.max(1.0),
+            "tied={tied}: max |diff| {diff} vs max |logit| {scale}"
+        );
+    }
+}
+
+#[test]
+fn kv_cache_decode_gives_the_same_bits_as_batched_prefill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _) = write_checkpoint(dir.path(), &Spec::tiny(), 9);
+    let model = Model::load(dir.path()).unwrap();
+    let tokens: Vec<u32> = vec![3, 17, 42, 5, 99, 100, 7, 250];
+    let batched = model.forward_logits(&tokens).unwrap();
+    let mut s = model.new_session();
+    let mut stepped = Vec::new();
+    stepped.extend(model.forward(&mut s, &tokens[..3], true).unwrap());
+    for &t in &tokens[3..] {
+        stepped.extend(model.forward(&mut s, &[t], false).unwrap());
+    }
+    assert_eq!(bits(&batched), bits(&stepped));
+}
+
+#[test]
+fn logits_are_bit_identical_across_threads_and_simd_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        hidden: 320,
+        inter: 544,
+        heads: 5,
+        kv_heads: 5,
+        ..Spec::tiny()
+    };
+    write_checkpoint(dir.path(), &spec, 13);
+    let tokens: Vec<u32> = (0..20).map(|i| (i * 37 % 250) as u32).collect();
+    let mut runs = Vec::new();
+    for isa in Isa::available() {
+        for threads in [1, 2, 3] {
+            for head in [HeadFormat::F32, HeadFormat::Int8] {
+                let opts = LoadOptions {
+                    threads,
+                    isa: Some(isa),
+                    head,
+                };
+                let m = Model::load_with(dir.path(), &opts).unwrap();
+                runs.push((
+                    (isa, threads, head),
+                    bits(&m.forward_logits(&tokens).unwrap()),
+                ));
+            }
+        }
+    }
+    for head in [HeadFormat::F32, HeadFormat::Int8] {
+        let same: Vec<_> = runs.iter().filter(|r| r.0 .2 == head).collect();
+        for r in &same[1..] {
+            assert!(r.1 == same[0].1, "{:?} differs from {:?}", r.0, same[0].0);
+        }
+    }
+}
+
+#[test]
+fn int8_lm_head_stays_within_stated_tolerance_of_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    write_checkpoint(dir.path(), &Spec::tiny(), 21);
+    let tokens: Vec<u32> = vec![1, 2, 3, 4, 5, 6, 7, 8];
+    let f = Model::load_with(
+        dir.path(),
+        &LoadOptions {
+            head: HeadFormat::F32,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let q = Model::load_with(
+        dir.path(),
+        &LoadOptions {
+            head: HeadFormat::Int8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (diff, scale) = max_diff(
+        &q.forward_logits(&tokens).unwrap(),
+        &f.forward_logits(&tokens).unwrap(),
+    );
+    assert!(diff > 0.0, "int8 head should not be exact");
+    // Stated tolerance for the int8 head: 2 % of the largest logit.
+    assert!(
+        diff <= 0.02 * scale,
+        "int8 head: max |diff| {diff} vs max |logit| {scale}"
+    );
+}
+
+#[test]
+fn generation_is_reproducible_and_respects_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    write_checkpoint(dir.path(), &Spec::tiny(), 2);
+    let model = Model::load(dir.path()).unwrap();
+    let prompt = model.encode("hello world").unwrap();
+    let greedy = SamplingParams::default();
+    let a = model.generate(&prompt, 12, &greedy, |_| true).unwrap();
+    let b = model.generate(&prompt, 12, &greedy, |_| true).unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    assert!(a.tokens.len() <= 12);
+    // Greedy generation equals argmax of a full forward over prompt + generated tokens.
+    if a.tokens.len() >= 2 {
+        let mut seq = prompt.clone();
+        seq.extend(&a.tokens[..a.tokens.len() - 1]);
+        let logits = model.forward_logits(&seq).unwrap();
+        for (i, &t) in a.tokens.iter().enumerate() {
+            assert_eq!(
+                magnet_infer::sampling::argmax(&logits[prompt.len() - 1 + i]),
+                t,
+                "token {i}"
+            );
+        }
+    }
+    let hot = SamplingParams {
+        temperature: 1.5,
+        top_k: 50,
+        top_p: 0.95,
+        seed: 7,
+    };
+    let c = model.generate(&prompt, 10, &hot, |_| true).unwrap();
+    let d = model.generate(&prompt, 10, &hot, |_| true).unwrap();
+    assert_eq!(c.tokens, d.tokens, "same seed, same tokens");
+    let mut seen = 0;
+    let e = model.generate(&prompt, 10, &greedy, |_| {
+        seen += 1;
+        seen < 3
+    });
+    assert!(e.unwrap().tokens.len() <= 3);
+    let text = model.decode(&a.tokens).unwrap();
+    assert!(text.len() < 1000);
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    write_checkpoint(dir.path(), &Spec::tiny(), 3);
+    let model = Model::load(dir.path()).unwrap();
+    assert!(model.forward_logits(&[]).is_err());
+    assert!(model.forward_logits(&[1_000_000]).is_err());
+    assert!(
+        model.forward_logits(&vec![1; 129]).is_err(),
+        "longer than max_position_embeddings"
+    );
+    std::fs::write(dir.path().join("config.json"), b"{\"hidden_size\": 3}").unwrap();
+    assert!(Model::load(dir.path()).is_err());
+    assert!(Model::load(dir.path().join("missing.gguf")).is_err());
+}
