@@ -1,10 +1,221 @@
-//! `magnet-worker` subcommands owned by magnet-infer.
+//! `magnet-worker` subcommands owned by magnet-infer: `serve`, `bench-infer`, `generate`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::kernels::Isa;
+use crate::model::{HeadFormat, LoadOptions, Model};
+use crate::sampling::SamplingParams;
+use crate::synth::Shape;
+
+/// Options shared by the commands that load a model.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Kernel path: auto, scalar, avx2, avx512.
+    #[arg(long, default_value = "auto")]
+    pub isa: String,
+    /// LM head storage: auto (f32 up to 16M weights, else int8), f32, int8.
+    #[arg(long, default_value = "auto")]
+    pub head: String,
+}
+
+impl EngineArgs {
+    /// Load options from the flags.
+    pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
+        let head = match self.head.as_str() {
+            "auto" => HeadFormat::Auto,
+            "f32" => HeadFormat::F32,
+            "int8" => HeadFormat::Int8,
+            other => anyhow::bail!("unknown --head {other:?} (auto|f32|int8)"),
+        };
+        Ok(LoadOptions {
+            threads: self.threads,
+            isa: Some(Isa::parse(&self.isa).map_err(anyhow::Error::msg)?),
+            head,
+        })
+    }
+}
 
 /// Subcommands of magnet-infer (flattened into `magnet-worker`).
 #[derive(clap::Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Serves a model over an OpenAI-compatible HTTP API.
+    Serve {
+        /// HF export dir (config.json + model.safetensors + tokenizer.json) or .gguf file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Name clients use in `model` (default: the file/dir name).
+        #[arg(long)]
+        model_name: Option<String>,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Largest `max_tokens` a request may ask for.
+        #[arg(long, default_value_t = 1024)]
+        max_tokens_limit: usize,
+        /// Requests waiting beyond this many are refused with 503.
+        #[arg(long, default_value_t = 64)]
+        queue: usize,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Benchmarks decode/prefill on synthetic ~700M and ~2B ternary models vs the bandwidth bound.
+    BenchInfer {
+        /// Shapes to run.
+        #[arg(long, value_delimiter = ',', default_value = "700m,2b")]
+        shapes: Vec<Shape>,
+        /// Thread counts (0 = all cores).
+        #[arg(long, value_delimiter = ',', default_value = "1,0")]
+        threads: Vec<usize>,
+        /// Tokens decoded after a short prompt.
+        #[arg(long, default_value_t = 64)]
+        decode_tokens: usize,
+        /// Prompt length for prefill.
+        #[arg(long, default_value_t = 128)]
+        prefill_tokens: usize,
+        /// Repeats per figure.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Kernel path: auto, scalar, avx2, avx512.
+        #[arg(long, default_value = "auto")]
+        isa: String,
+    },
+    /// Generates text from a prompt on the command line.
+    Generate {
+        /// HF export dir or .gguf file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Prompt text.
+        #[arg(long)]
+        prompt: String,
+        /// Tokens to generate at most.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// 0 = off.
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// 1 = off.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Sampling seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+}
 
 /// Runs one subcommand.
 pub fn run(cmd: Command) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        Command::Serve {
+            model,
+            model_name,
+            listen,
+            max_tokens_limit,
+            queue,
+            engine,
+        } => {
+            let name = model_name.unwrap_or_else(|| {
+                model.file_name().map_or_else(
+                    || "model".to_string(),
+                    |n| n.to_string_lossy().trim_end_matches(".gguf").to_string(),
+                )
+            });
+            let m = Model::load_with(&model, &engine.load_options()?)?;
+            eprintln!(
+                "loaded {} ({} layers, hidden {}, kernel path {}, {} threads)",
+                model.display(),
+                m.config.num_hidden_layers,
+                m.config.hidden_size,
+                m.isa().name(),
+                m.threads()
+            );
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&listen).await?;
+                eprintln!("serving {name} on http://{}", listener.local_addr()?);
+                let cfg = crate::server::ServerConfig {
+                    model_name: name,
+                    max_tokens_limit,
+                    queue,
+                };
+                crate::server::serve(listener, m, cfg).await
+            })
+        }
+        Command::BenchInfer {
+            shapes,
+            threads,
+            decode_tokens,
+            prefill_tokens,
+            repeats,
+            isa,
+        } => {
+            anyhow::ensure!(
+                !threads.is_empty() && !shapes.is_empty(),
+                "need at least one shape and one thread count"
+            );
+            crate::bench::run(&crate::bench::BenchOptions {
+                shapes,
+                threads,
+                decode_tokens,
+                prefill_tokens,
+                repeats: repeats.max(1),
+                isa: Isa::parse(&isa).map_err(anyhow::Error::msg)?,
+            })
+        }
+        Command::Generate {
+            model,
+            prompt,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            engine,
+        } => {
+            let m = Model::load_with(&model, &engine.load_options()?)?;
+            let ids = m.encode(&prompt)?;
+            anyhow::ensure!(!ids.is_empty(), "prompt encodes to no tokens");
+            let params = SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+                seed,
+            };
+            let mut out = std::io::stdout();
+            write!(out, "{prompt}")?;
+            let mut shown = String::new();
+            let mut toks = Vec::new();
+            let t = std::time::Instant::now();
+            let g = m.generate(&ids, max_tokens, &params, |tok| {
+                toks.push(tok);
+                // Print the newly completed text (decoding the whole tail keeps multi-byte runes whole).
+                if let Ok(text) = m.decode(&toks) {
+                    if let Some(new) = text.strip_prefix(shown.as_str()) {
+                        let _ = write!(out, "{new}");
+                        let _ = out.flush();
+                    }
+                    shown = text;
+                }
+                true
+            })?;
+            let dt = t.elapsed().as_secs_f64();
+            writeln!(out)?;
+            eprintln!(
+                "[{} tokens, finish: {}, {:.1} tok/s incl. prefill of {} tokens]",
+                g.tokens.len(),
+                g.finish.as_str(),
+                g.tokens.len() as f64 / dt,
+                ids.len()
+            );
+            Ok(())
+        }
+    }
 }

@@ -7,6 +7,7 @@
 #![allow(clippy::arithmetic_side_effects)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 mod gguf;
@@ -15,6 +16,8 @@ mod load;
 pub mod matrix;
 mod model;
 pub mod sampling;
+pub mod server;
+pub mod synth;
 
 pub use config::ModelConfig;
 pub use kernels::Isa;

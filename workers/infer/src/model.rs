@@ -244,6 +244,12 @@ impl Model {
         })
     }
 
+    /// Changes the worker thread count (0 = all cores) and kernel path.
+    pub fn set_exec(&mut self, threads: usize, isa: Isa) -> anyhow::Result<()> {
+        self.exec = Exec::new(threads, isa)?;
+        Ok(())
+    }
+
     /// SIMD path in use.
     pub fn isa(&self) -> Isa {
         self.exec.isa

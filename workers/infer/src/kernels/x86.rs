@@ -64,53 +64,123 @@ fn hsum256(v: __m256i) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // Ternary, AVX-512 VNNI: one 64-byte code load per block, four shifts, four `vpdpbusd` per token.
 
+/// `R` rows × `N` tokens; `A` accumulators per (row, token) to break `vpdpbusd` latency chains.
+/// Per block: one 64-byte code load per row, one activation load per (shift, token), shared.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn ternary_tile_avx512<const N: usize>(
-    row: &[u8],
-    x: &[i8],
-    k_pad: usize,
-    t0: usize,
-    out: &mut [i32],
-) {
+fn ternary_tile_avx512<const R: usize, const N: usize, const A: usize>(
+    rows: [&[u8]; R],
+    xs: [&[i8]; N],
+) -> [[i32; N]; R] {
     let mask = _mm512_set1_epi8(3);
-    let mut acc = [[_mm512_setzero_si512(); 2]; N];
-    let xs: [&[i8]; N] = std::array::from_fn(|t| &x[(t0 + t) * k_pad..(t0 + t + 1) * k_pad]);
-    for (b, codes) in row.chunks_exact(BLOCK_BYTES).enumerate() {
-        let v = load512(codes);
-        let c = [
-            _mm512_and_si512(v, mask),
-            _mm512_and_si512(_mm512_srli_epi16::<2>(v), mask),
-            _mm512_and_si512(_mm512_srli_epi16::<4>(v), mask),
-            _mm512_and_si512(_mm512_srli_epi16::<6>(v), mask),
-        ];
+    let mut acc = [[[_mm512_setzero_si512(); A]; N]; R];
+    let blocks = rows[0].len() / BLOCK_BYTES;
+    for b in 0..blocks {
+        let v: [__m512i; R] = std::array::from_fn(|r| load512(&rows[r][b * BLOCK_BYTES..]));
+        // The shift loop is unrolled by hand so the accumulator index is a constant (a dynamic
+        // index would force the accumulators out of registers).
+        macro_rules! shift {
+            ($m:literal, $imm:literal) => {{
+                let a: [__m512i; N] =
+                    std::array::from_fn(|t| load512_i8(&xs[t][b * BLOCK + $m * 64..]));
+                for r in 0..R {
+                    let c = _mm512_and_si512(_mm512_srli_epi16::<$imm>(v[r]), mask);
+                    for t in 0..N {
+                        acc[r][t][$m % A] = _mm512_dpbusd_epi32(acc[r][t][$m % A], c, a[t]);
+                    }
+                }
+            }};
+        }
+        shift!(0, 0);
+        shift!(1, 2);
+        shift!(2, 4);
+        shift!(3, 6);
+    }
+    let mut out = [[0i32; N]; R];
+    for r in 0..R {
         for t in 0..N {
-            let xb = &xs[t][b * BLOCK..(b + 1) * BLOCK];
-            for (m, cm) in c.iter().enumerate() {
-                let a = load512_i8(&xb[m * 64..]);
-                acc[t][m & 1] = _mm512_dpbusd_epi32(acc[t][m & 1], *cm, a);
+            let mut s = acc[r][t][0];
+            for k in 1..A {
+                s = _mm512_add_epi32(s, acc[r][t][k]);
             }
+            out[r][t] = _mm512_reduce_add_epi32(s);
         }
     }
-    for t in 0..N {
-        out[t0 + t] = _mm512_reduce_add_epi32(_mm512_add_epi32(acc[t][0], acc[t][1]));
+    out
+}
+
+/// Runs one `R`-row group over all tokens, in token tiles of 4 (remainder 1–3).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn ternary_rows_avx512<const R: usize>(
+    rows: [&[u8]; R],
+    x: &[i8],
+    k_pad: usize,
+    n_tok: usize,
+    out: &mut [i32],
+) {
+    let xt = |t: usize| &x[t * k_pad..(t + 1) * k_pad];
+    let mut t = 0;
+    while t < n_tok {
+        let left = n_tok - t;
+        let n = left.min(4);
+        let mut put = |vals: &[[i32; 4]; R], n: usize| {
+            for r in 0..R {
+                for j in 0..n {
+                    out[r * n_tok + t + j] = vals[r][j];
+                }
+            }
+        };
+        let mut vals = [[0i32; 4]; R];
+        match n {
+            1 => {
+                let o = ternary_tile_avx512::<R, 1, 2>(rows, [xt(t)]);
+                (0..R).for_each(|r| vals[r][0] = o[r][0]);
+            }
+            2 => {
+                let o = ternary_tile_avx512::<R, 2, 1>(rows, [xt(t), xt(t + 1)]);
+                (0..R).for_each(|r| vals[r][..2].copy_from_slice(&o[r]));
+            }
+            3 => {
+                let o = ternary_tile_avx512::<R, 3, 1>(rows, [xt(t), xt(t + 1), xt(t + 2)]);
+                (0..R).for_each(|r| vals[r][..3].copy_from_slice(&o[r]));
+            }
+            _ => {
+                let o =
+                    ternary_tile_avx512::<R, 4, 1>(rows, [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)]);
+                (0..R).for_each(|r| vals[r] = o[r]);
+            }
+        }
+        put(&vals, n);
+        t += n;
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn ternary_gemm_avx512_impl(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
-    let row_bytes = k_pad / 4;
-    for (row, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n_tok)) {
-        let mut t = 0;
-        while t < n_tok {
-            match n_tok - t {
-                1 => ternary_tile_avx512::<1>(row, x, k_pad, t, o),
-                2 => ternary_tile_avx512::<2>(row, x, k_pad, t, o),
-                3 => ternary_tile_avx512::<3>(row, x, k_pad, t, o),
-                _ => ternary_tile_avx512::<4>(row, x, k_pad, t, o),
-            }
-            t += (n_tok - t).min(4);
-        }
+    let rb = k_pad / 4;
+    let n_rows = w.len() / rb;
+    let row = |r: usize| &w[r * rb..(r + 1) * rb];
+    let mut r = 0;
+    while r + 4 <= n_rows {
+        ternary_rows_avx512::<4>(
+            [row(r), row(r + 1), row(r + 2), row(r + 3)],
+            x,
+            k_pad,
+            n_tok,
+            &mut out[r * n_tok..(r + 4) * n_tok],
+        );
+        r += 4;
+    }
+    while r < n_rows {
+        ternary_rows_avx512::<1>(
+            [row(r)],
+            x,
+            k_pad,
+            n_tok,
+            &mut out[r * n_tok..(r + 1) * n_tok],
+        );
+        r += 1;
     }
 }
 

@@ -1,0 +1,33 @@
+//! Kernel throughput on one thread: `cargo run --release -p magnet-infer --example kernel_speed`.
+#![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)]
+
+use std::time::Instant;
+
+use magnet_infer::kernels::{self, Isa};
+
+fn main() {
+    let (rows, k) = (4096usize, 1536usize);
+    let k_pad = kernels::padded_ternary_len(k);
+    let w: Vec<u8> = (0..rows * k_pad / 4).map(|i| (i * 37 % 81) as u8).collect();
+    for n_tok in [1usize, 4, 16] {
+        let x: Vec<i8> = (0..n_tok * k_pad).map(|i| (i % 200) as i8).collect();
+        for isa in Isa::available() {
+            let mut out = vec![0i32; rows * n_tok];
+            let reps = if isa == Isa::Scalar { 3 } else { 200 };
+            // Best of many runs: robust to other processes sharing the cores.
+            let mut dt = f64::MAX;
+            for _ in 0..reps {
+                let t = Instant::now();
+                kernels::ternary_gemm(isa, &w, k_pad, &x, n_tok, &mut out);
+                dt = dt.min(t.elapsed().as_secs_f64());
+            }
+            println!(
+                "ternary {rows}x{k} n_tok {n_tok:>2} {:<12} {:8.3} ms  {:6.1} GB/s weights  {:6.1} GMAC/s",
+                isa.name(),
+                dt * 1e3,
+                w.len() as f64 / dt / 1e9,
+                (rows * k * n_tok) as f64 / dt / 1e9
+            );
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `bench-infer`: decode and prefill throughput on synthetic ternary models, against the
+//! memory-bandwidth bound (bandwidth / weight bytes streamed per token).
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::kernels::Isa;
+use crate::model::{LoadOptions, Model};
+use crate::sampling::argmax;
+use crate::synth::{synthetic_model, Shape};
+
+/// Benchmark settings.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Shapes to run.
+    pub shapes: Vec<Shape>,
+    /// Thread counts (0 = all cores).
+    pub threads: Vec<usize>,
+    /// Tokens decoded after the short prompt.
+    pub decode_tokens: usize,
+    /// Prompt length of the prefill measurement.
+    pub prefill_tokens: usize,
+    /// Repeats per measurement (best and median reported).
+    pub repeats: usize,
+    /// Kernel path.
+    pub isa: Isa,
+}
+
+/// Read bandwidth (bytes/s) over a buffer much larger than the caches, with `threads` threads.
+pub fn measure_bandwidth(threads: usize, bytes: usize, repeats: usize) -> anyhow::Result<f64> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let words = bytes / 8;
+    let buf: Vec<u64> = (0..words as u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .collect();
+    let chunk = words.div_ceil(threads);
+    let mut best = 0f64;
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        let sum: u64 = pool.install(|| {
+            buf.par_chunks(chunk)
+                .map(|c| {
+                    // Eight independent lanes so the reduction vectorises and is not latency-bound.
+                    let mut acc = [0u64; 8];
+                    for w in c.chunks_exact(8) {
+                        for i in 0..8 {
+                            acc[i] = acc[i].wrapping_add(w[i]);
+                        }
+                    }
+                    acc.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+                })
+                .reduce(|| 0, u64::wrapping_add)
+        });
+        let dt = t.elapsed().as_secs_f64();
+        std::hint::black_box(sum);
+        best = best.max((words * 8) as f64 / dt);
+    }
+    Ok(best)
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let min = v.first().copied().unwrap_or(0.0);
+    let max = v.last().copied().unwrap_or(0.0);
+    let med = v.get(v.len() / 2).copied().unwrap_or(0.0);
+    (min, med, max)
+}
+
+/// Decode tokens/s: a 4-token prompt, then `n` greedy steps, timed.
+fn decode_rate(model: &Model, n: usize) -> anyhow::Result<f64> {
+    let mut s = model.new_session();
+    let mut logits = model.forward(&mut s, &[1, 2, 3, 4], false)?;
+    let t = Instant::now();
+    for _ in 0..n {
+        let next = logits.last().map_or(0, |l| argmax(l));
+        logits = model.forward(&mut s, &[next], false)?;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Prefill tokens/s of an `n`-token prompt (logits of the last position only).
+fn prefill_rate(model: &Model, n: usize) -> anyhow::Result<f64> {
+    let prompt: Vec<u32> = (0..n as u32)
+        .map(|i| (i * 7919 + 13) % model.config.vocab_size as u32)
+        .collect();
+    let mut s = model.new_session();
+    let t = Instant::now();
+    model.forward(&mut s, &prompt, false)?;
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Runs the benchmark and prints a report.
+pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!(
+        "cpu: {cpu} ({cores} cores), kernel path: {}",
+        opts.isa.name()
+    );
+    let threads: Vec<usize> = opts
+        .threads
+        .iter()
+        .map(|&t| if t == 0 { cores } else { t })
+        .collect();
+    let mut bw = Vec::new();
+    for &t in &threads {
+        let b = measure_bandwidth(t, 1 << 30, opts.repeats.max(3))?;
+        println!("memory read bandwidth, {t} thread(s): {:.1} GB/s", b / 1e9);
+        bw.push(b);
+    }
+    for &shape in &opts.shapes {
+        let t0 = Instant::now();
+        let mut model = synthetic_model(
+            shape,
+            42,
+            &LoadOptions {
+                threads: threads[0],
+                isa: Some(opts.isa),
+                ..Default::default()
+            },
+        )?;
+        let bytes = model.weight_bytes_per_token();
+        let c = &model.config;
+        println!(
+            "\n{} (hidden {}, {} layers, {}/{} heads, intermediate {}, vocab {}, {}): generated in {:.1}s",
+            shape.name(),
+            c.hidden_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.kv_heads(),
+            c.intermediate_size,
+            c.vocab_size,
+            if c.tie_word_embeddings { "tied" } else { "untied" },
+            t0.elapsed().as_secs_f64()
+        );
+        println!(
+            "  weight bytes read per token: {:.1} MB (ternary at 2 bits + int8 LM head)",
+            bytes as f64 / 1e6
+        );
+        for (&t, &b) in threads.iter().zip(&bw) {
+            model.set_exec(t, opts.isa)?;
+            decode_rate(&model, 4)?; // warm-up
+            let dec: Vec<f64> = (0..opts.repeats)
+                .map(|_| decode_rate(&model, opts.decode_tokens))
+                .collect::<anyhow::Result<_>>()?;
+            let pre: Vec<f64> = (0..opts.repeats)
+                .map(|_| prefill_rate(&model, opts.prefill_tokens))
+                .collect::<anyhow::Result<_>>()?;
+            let (dmin, dmed, dmax) = stats(dec);
+            let (pmin, pmed, pmax) = stats(pre);
+            let bound = b / bytes as f64;
+            println!(
+                "  {t} thread(s): decode {dmed:.1} tok/s (min {dmin:.1}, max {dmax:.1}; {} tokens), prefill {pmed:.1} tok/s (min {pmin:.1}, max {pmax:.1}; {} tokens)",
+                opts.decode_tokens, opts.prefill_tokens
+            );
+            println!(
+                "      bandwidth bound {bound:.1} tok/s ({:.1} GB/s / {:.1} MB), decode at {:.0} % of it",
+                b / 1e9,
+                bytes as f64 / 1e6,
+                100.0 * dmed / bound
+            );
+        }
+    }
+    Ok(())
+}
