@@ -6,7 +6,8 @@
 #
 #   localnet/setup.sh DIR [N=4] [USERS=8]
 # Env: MAGNETD_BIN, LOCALNET_IP_BASE (2), LOCALNET_CHAIN_ID (magnet-localnet-1),
-#      LOCALNET_TIMEOUT_COMMIT (500ms)
+#      LOCALNET_TIMEOUT_COMMIT (500ms), LOCALNET_COMPUTE_PARAMS (a JSON merge patch of the
+#      x-compute genesis params, e.g. '{"epoch_length_secs":30}')
 set -euo pipefail
 dir="$1"; n="${2:-4}"; users="${3:-8}"
 magnetd="${MAGNETD_BIN:-magnetd}"
@@ -32,6 +33,9 @@ done
 for j in $(seq 0 $((users-1))); do
   q genesis add-account "$("$magnetd" keys show "user$j" -a --home "$dir/client")" 1000000000000umag --home "$dir/node0"
 done
+if [ -n "${LOCALNET_COMPUTE_PARAMS:-}" ]; then
+  q genesis set-params --compute "$LOCALNET_COMPUTE_PARAMS" --home "$dir/node0"
+fi
 for i in $(seq 1 $((n-1))); do cp "$dir/node0/config/genesis.json" "$dir/node$i/config/genesis.json"; done
 for i in $(seq 0 $((n-1))); do
   ip="127.0.0.$((base+i))"

@@ -150,6 +150,20 @@ fn app_genesis(g: &Value) -> Result<AppGenesis> {
 }
 
 /// `magnetd genesis add-account`: adds (or tops up) an account in app_state.
+/// `magnetd genesis set-params --compute PATCH`: applies a JSON merge patch to the genesis
+/// x-compute params (validated exactly as a governance proposal would be).
+pub fn set_compute_params(home: &Path, patch: &str) -> Result<magnet_x_compute::ComputeParams> {
+    let path = genesis_path(home);
+    let mut g = read_json(&path)?;
+    let mut app = app_genesis(&g)?;
+    let patch: Value = serde_json::from_str(patch).context("--compute: expected a JSON object")?;
+    app.compute = crate::gov::apply_changes(&app.compute, &patch).map_err(|e| anyhow!("{e}"))?;
+    app.validate().map_err(|e| anyhow!(e))?;
+    g["app_state"] = serde_json::to_value(&app)?;
+    write_json(&path, &g)?;
+    Ok(app.compute)
+}
+
 pub fn add_account(home: &Path, address: &str, coins: &[(String, u128)]) -> Result<()> {
     let address = crate::auth::validate_address(address)?;
     let path = genesis_path(home);

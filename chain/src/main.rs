@@ -124,6 +124,12 @@ enum GenesisCmd {
         #[arg(long, default_value = "127.0.0.1:26656")]
         p2p_external: String,
     },
+    /// Change x-compute params in genesis with a JSON merge patch, e.g.
+    /// `--compute '{"epoch_length_secs":60}'` (validated like a gov proposal).
+    SetParams {
+        #[arg(long)]
+        compute: String,
+    },
     /// Put all gentxs into genesis.json and peers into config.toml.
     Collect {
         #[arg(long)]
@@ -866,6 +872,10 @@ async fn run(cli: Cli) -> Result<()> {
                 print(out, json!({"gentx": path}), || {
                     format!("wrote {}", path.display())
                 });
+            }
+            GenesisCmd::SetParams { compute } => {
+                let p = home::set_compute_params(&home, &compute)?;
+                print_json(out, json!({"compute": p}));
             }
             GenesisCmd::Collect { gentx_dir } => {
                 let n = home::collect(&home, gentx_dir.as_deref())?;

@@ -58,6 +58,17 @@ pub struct Localnet {
 impl Localnet {
     /// Creates homes for `n` validators on 127.0.0.(ip_base+i) and `users` funded users.
     pub fn setup(n: usize, users: usize, ip_base: u8) -> Result<Localnet> {
+        Self::setup_with(n, users, ip_base, &[])
+    }
+
+    /// As [`Localnet::setup`], with extra environment for `localnet/setup.sh`
+    /// (e.g. `LOCALNET_COMPUTE_PARAMS`).
+    pub fn setup_with(
+        n: usize,
+        users: usize,
+        ip_base: u8,
+        env: &[(&str, &str)],
+    ) -> Result<Localnet> {
         let bin = magnetd_bin();
         if !bin.is_file() {
             bail!(
@@ -74,6 +85,7 @@ impl Localnet {
             .env("MAGNETD_BIN", &bin)
             .env("COMETBFT_BIN", cometbft_bin())
             .env("LOCALNET_IP_BASE", ip_base.to_string())
+            .envs(env.iter().copied())
             .output()
             .context("running localnet/setup.sh")?;
         if !out.status.success() {
@@ -367,4 +379,19 @@ impl TransferLoad {
         }
         Ok(())
     }
+}
+
+/// Runs `magnetd ARGS -o json` and parses its output; fails with stdout+stderr if it failed.
+pub fn magnetd_json(args: &[&str]) -> Result<serde_json::Value> {
+    let out = Command::new(magnetd_bin())
+        .args(args)
+        .args(["-o", "json"])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "magnetd {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
 }

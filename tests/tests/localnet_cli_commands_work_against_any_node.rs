@@ -12,22 +12,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use magnet_e2e::{magnetd_bin, Localnet};
+use magnet_e2e::{magnetd_bin, magnetd_json as magnetd, Localnet};
 use serde_json::Value;
-
-fn magnetd(args: &[&str]) -> anyhow::Result<Value> {
-    let out = Command::new(magnetd_bin())
-        .args(args)
-        .args(["-o", "json"])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "magnetd {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn localnet_cli_commands_work_against_any_node() -> anyhow::Result<()> {
