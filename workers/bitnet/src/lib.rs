@@ -10,6 +10,7 @@ pub mod data;
 pub mod export;
 pub mod gguf;
 pub mod model;
+pub mod plot;
 pub mod quant;
 pub mod rng;
 pub mod train;
