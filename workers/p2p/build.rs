@@ -5,5 +5,7 @@ fn main() -> std::io::Result<()> {
     tonic_build::configure()
         .build_server(true)
         .build_client(true)
+        // Payloads (shards, gradient chunks) as `bytes::Bytes`: slicing without copies.
+        .bytes(["."])
         .compile_protos(&[proto], &["../../proto"])
 }

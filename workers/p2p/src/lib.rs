@@ -14,3 +14,7 @@ pub mod identity;
 pub mod proto {
     tonic::include_proto!("magnet.p2p.v1");
 }
+pub mod node;
+pub mod service;
+pub mod tls;
+pub mod transport;
