@@ -91,16 +91,16 @@ impl ModelConfig {
             "vocab size and layer count must be > 0"
         );
         anyhow::ensure!(
-            h > 0 && self.hidden_size % h == 0,
+            h > 0 && self.hidden_size.is_multiple_of(h),
             "hidden_size {} not divisible by {h} heads",
             self.hidden_size
         );
         anyhow::ensure!(
-            kv > 0 && h % kv == 0,
+            kv > 0 && h.is_multiple_of(kv),
             "{h} attention heads not divisible by {kv} kv heads"
         );
         anyhow::ensure!(
-            self.head_dim() % 2 == 0,
+            self.head_dim().is_multiple_of(2),
             "head_dim {} must be even for RoPE",
             self.head_dim()
         );

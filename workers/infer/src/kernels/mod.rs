@@ -155,9 +155,7 @@ pub fn permute_acts(x: &[i8], out: &mut [i8]) {
                 let dst = m * 64 + h * 32;
                 if src < x.len() {
                     let n = (x.len() - src).min(32);
-                    for i in 0..n {
-                        block[dst + i] = x[src + i];
-                    }
+                    block[dst..dst + n].copy_from_slice(&x[src..src + n]);
                 }
             }
         }

@@ -100,8 +100,8 @@ fn ternary_tile_avx512<const R: usize, const N: usize, const A: usize>(
     for r in 0..R {
         for t in 0..N {
             let mut s = acc[r][t][0];
-            for k in 1..A {
-                s = _mm512_add_epi32(s, acc[r][t][k]);
+            for a in &acc[r][t][1..] {
+                s = _mm512_add_epi32(s, *a);
             }
             out[r][t] = _mm512_reduce_add_epi32(s);
         }
