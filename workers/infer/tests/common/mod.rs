@@ -357,3 +357,233 @@ pub fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> (f32, f32) {
     }
     (diff, scale)
 }
+
+// ---------------------------------------------------------------------------------------------
+// GGUF v3 writer following the shared format (llama arch, TQ2_0 projections, q/k rows permuted
+// like llama.cpp's converter, F32 norms, F16 embedding, byte-level BPE tokenizer metadata).
+
+enum Meta {
+    U32(u32),
+    F32(f32),
+    Str(String),
+    Bool(bool),
+    StrArr(Vec<String>),
+    I32Arr(Vec<i32>),
+}
+
+fn put_str(o: &mut Vec<u8>, s: &str) {
+    o.extend((s.len() as u64).to_le_bytes());
+    o.extend(s.as_bytes());
+}
+
+fn put_meta(o: &mut Vec<u8>, k: &str, v: &Meta) {
+    put_str(o, k);
+    match v {
+        Meta::U32(x) => {
+            o.extend(4u32.to_le_bytes());
+            o.extend(x.to_le_bytes());
+        }
+        Meta::F32(x) => {
+            o.extend(6u32.to_le_bytes());
+            o.extend(x.to_le_bytes());
+        }
+        Meta::Bool(b) => {
+            o.extend(7u32.to_le_bytes());
+            o.push(u8::from(*b));
+        }
+        Meta::Str(s) => {
+            o.extend(8u32.to_le_bytes());
+            put_str(o, s);
+        }
+        Meta::StrArr(a) => {
+            o.extend(9u32.to_le_bytes());
+            o.extend(8u32.to_le_bytes());
+            o.extend((a.len() as u64).to_le_bytes());
+            a.iter().for_each(|s| put_str(o, s));
+        }
+        Meta::I32Arr(a) => {
+            o.extend(9u32.to_le_bytes());
+            o.extend(5u32.to_le_bytes());
+            o.extend((a.len() as u64).to_le_bytes());
+            a.iter().for_each(|x| o.extend(x.to_le_bytes()));
+        }
+    }
+}
+
+/// ggml's quantize_row_tq2_0_ref on already-ternary values with one scale.
+pub fn pack_tq2_0(vals: &[i8], d: f32) -> Vec<u8> {
+    let mut out = Vec::new();
+    for blk in vals.chunks(256) {
+        let mut qs = [0u8; 64];
+        for j in [0usize, 128] {
+            for m in 0..32 {
+                let mut q = 0u8;
+                for n in 0..4 {
+                    q |= ((blk[j + m + n * 32] + 1) as u8) << (2 * n);
+                }
+                qs[j / 4 + m] = q;
+            }
+        }
+        out.extend(qs);
+        out.extend(half::f16::from_f32(d).to_le_bytes());
+    }
+    out
+}
+
+fn permute_rows(w: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let hd = rows / heads;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..heads {
+        for i in 0..hd / 2 {
+            for j in 0..2 {
+                let (src, dst) = (h * hd + j * hd / 2 + i, h * hd + 2 * i + j);
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Writes `tensors` (HF names, latent f32) and the tokenizer in `dir` as a GGUF file.
+pub fn write_gguf(path: &Path, spec: &Spec, t: &Tensors, tokenizer_json: &Path) {
+    let tj: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tokenizer_json).unwrap()).unwrap();
+    let vocab_map = tj["model"]["vocab"].as_object().unwrap();
+    let vocab = t["model.embed_tokens.weight"].0.len() / spec.hidden;
+    let mut tokens = vec![String::new(); vocab];
+    for (k, v) in vocab_map {
+        tokens[v.as_u64().unwrap() as usize] = k.clone();
+    }
+    let mut types = vec![1i32; vocab];
+    for a in tj["added_tokens"].as_array().unwrap() {
+        let id = a["id"].as_u64().unwrap() as usize;
+        tokens[id] = a["content"].as_str().unwrap().to_string();
+        types[id] = 3;
+    }
+    let merges: Vec<String> = tj["model"]["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| match m {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(p) => {
+                format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap())
+            }
+            _ => panic!("bad merge"),
+        })
+        .collect();
+    let meta: Vec<(&str, Meta)> = vec![
+        ("general.architecture", Meta::Str("llama".into())),
+        ("general.alignment", Meta::U32(32)),
+        ("llama.context_length", Meta::U32(spec.max_pos as u32)),
+        ("llama.embedding_length", Meta::U32(spec.hidden as u32)),
+        ("llama.block_count", Meta::U32(spec.layers as u32)),
+        ("llama.feed_forward_length", Meta::U32(spec.inter as u32)),
+        ("llama.attention.head_count", Meta::U32(spec.heads as u32)),
+        (
+            "llama.attention.head_count_kv",
+            Meta::U32(spec.kv_heads as u32),
+        ),
+        (
+            "llama.rope.dimension_count",
+            Meta::U32((spec.hidden / spec.heads) as u32),
+        ),
+        ("llama.rope.freq_base", Meta::F32(10000.0)),
+        ("llama.attention.layer_norm_rms_epsilon", Meta::F32(1e-5)),
+        ("llama.vocab_size", Meta::U32(vocab as u32)),
+        ("tokenizer.ggml.model", Meta::Str("gpt2".into())),
+        ("tokenizer.ggml.pre", Meta::Str("default".into())),
+        ("tokenizer.ggml.tokens", Meta::StrArr(tokens)),
+        ("tokenizer.ggml.token_type", Meta::I32Arr(types)),
+        ("tokenizer.ggml.merges", Meta::StrArr(merges)),
+        ("tokenizer.ggml.bos_token_id", Meta::U32(0)),
+        ("tokenizer.ggml.eos_token_id", Meta::U32(0)),
+        ("tokenizer.ggml.add_bos_token", Meta::Bool(false)),
+    ];
+    // (gguf name, ggml type, dims (fastest first), data)
+    let mut ts: Vec<(String, u32, Vec<u64>, Vec<u8>)> = Vec::new();
+    for (hf, (v, shape)) in t {
+        let name = if hf == "model.embed_tokens.weight" {
+            "token_embd.weight".to_string()
+        } else if hf == "lm_head.weight" {
+            "output.weight".to_string()
+        } else if hf == "model.norm.weight" {
+            "output_norm.weight".to_string()
+        } else {
+            let rest = hf.strip_prefix("model.layers.").unwrap();
+            let (i, part) = rest.split_once('.').unwrap();
+            let g = match part {
+                "input_layernorm.weight" => "attn_norm",
+                "post_attention_layernorm.weight" => "ffn_norm",
+                "self_attn.q_proj.weight" => "attn_q",
+                "self_attn.k_proj.weight" => "attn_k",
+                "self_attn.v_proj.weight" => "attn_v",
+                "self_attn.o_proj.weight" => "attn_output",
+                "mlp.gate_proj.weight" => "ffn_gate",
+                "mlp.up_proj.weight" => "ffn_up",
+                "mlp.down_proj.weight" => "ffn_down",
+                other => panic!("{other}"),
+            };
+            format!("blk.{i}.{g}.weight")
+        };
+        let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
+        if hf.contains("_proj") {
+            let s = (v.iter().map(|x| f64::from(x.abs())).sum::<f64>() / v.len() as f64) as f32;
+            let s = s.max(1e-5);
+            let v = if hf.contains("q_proj") {
+                permute_rows(v, shape[0], shape[1], spec.heads)
+            } else if hf.contains("k_proj") {
+                permute_rows(v, shape[0], shape[1], spec.kv_heads)
+            } else {
+                v.clone()
+            };
+            let q: Vec<i8> = v
+                .iter()
+                .map(|x| (x / s).round().clamp(-1.0, 1.0) as i8)
+                .collect();
+            ts.push((name, 35, dims, pack_tq2_0(&q, s)));
+        } else if hf == "model.embed_tokens.weight" {
+            ts.push((
+                name,
+                1,
+                dims,
+                v.iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect(),
+            ));
+        } else {
+            ts.push((
+                name,
+                0,
+                dims,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ));
+        }
+    }
+    let mut o = b"GGUF".to_vec();
+    o.extend(3u32.to_le_bytes());
+    o.extend((ts.len() as u64).to_le_bytes());
+    o.extend((meta.len() as u64).to_le_bytes());
+    for (k, v) in &meta {
+        put_meta(&mut o, k, v);
+    }
+    let mut offset = 0u64;
+    for (name, ty, dims, data) in &ts {
+        put_str(&mut o, name);
+        o.extend((dims.len() as u32).to_le_bytes());
+        dims.iter().for_each(|d| o.extend(d.to_le_bytes()));
+        o.extend(ty.to_le_bytes());
+        o.extend(offset.to_le_bytes());
+        offset += (data.len() as u64).div_ceil(32) * 32;
+    }
+    while o.len() % 32 != 0 {
+        o.push(0);
+    }
+    for (_, _, _, data) in &ts {
+        o.extend(data);
+        while o.len() % 32 != 0 {
+            o.push(0);
+        }
+    }
+    std::fs::write(path, o).unwrap();
+}
