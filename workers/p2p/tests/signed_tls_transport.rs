@@ -451,3 +451,72 @@ async fn plaintext_and_tls12_clients_are_refused() {
     );
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn ca_signed_certificates_replace_pinning() {
+    use magnet_p2p::tls::{PeerTrust, TlsIdentity};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, pem: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, pem).expect("write pem");
+        p
+    };
+    let make_ca = || {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("ca");
+        (cert, key)
+    };
+    let (ca, ca_key) = make_ca();
+    let (other_ca, _) = make_ca();
+    let leaf_key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.76".to_string()])
+        .expect("params")
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .expect("leaf");
+    let cert_path = write("node.pem", leaf.pem());
+    let key_path = write("node.key", leaf_key.serialize_pem());
+    let ca_path = write("ca.pem", ca.pem());
+    let other_ca_path = write("other-ca.pem", other_ca.pem());
+
+    let mut server = node(AuthMode::Wallet);
+    server.id.tls =
+        Arc::new(TlsIdentity::from_pem_files(&cert_path, &key_path).expect("load CA-signed cert"));
+    let (handle, _) = serve_p2p(&server.id, "127.0.0.76:0", "trainer", 1 << 20)
+        .await
+        .expect("serve");
+    let addr = handle.addr.to_string();
+
+    let mut client_node = node(AuthMode::Wallet);
+    client_node.id.trust = PeerTrust::ca_from_pem(&ca_path).expect("ca");
+    let mut client = client_node
+        .id
+        .p2p_client(&addr)
+        .await
+        .expect("CA-verified connection");
+    let hb = HeartbeatRequest::default();
+    client
+        .heartbeat(
+            client_node
+                .id
+                .signer
+                .request(methods::HEARTBEAT, hb)
+                .expect("sign"),
+        )
+        .await
+        .expect("rpc");
+
+    client_node.id.trust = PeerTrust::ca_from_pem(&other_ca_path).expect("other ca");
+    let err = client_node
+        .id
+        .p2p_client(&addr)
+        .await
+        .expect_err("unknown CA must fail");
+    // Same (empty) issuer name, different key: the chain does not verify.
+    assert!(
+        format!("{err:#}").contains("invalid peer certificate"),
+        "{err:#}"
+    );
+    handle.shutdown().await;
+}
