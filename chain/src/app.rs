@@ -420,9 +420,18 @@ impl App {
             "magnet_block",
             [("txs", req.txs.len().to_string()).index()],
         )];
+        let t_end = std::time::Instant::now();
         events.extend(crate::compute::end_block(&mut delta, ctx).await?);
+        let end_block = t_end.elapsed();
 
+        let t_hash = std::time::Instant::now();
         let staged = self.storage.prepare_commit(delta).await?;
+        tracing::debug!(
+            height,
+            end_block_us = end_block.as_micros() as u64,
+            prepare_commit_us = t_hash.elapsed().as_micros() as u64,
+            "finalize_block"
+        );
         let app_hash = staged.root_hash().0.to_vec();
         *self
             .pending

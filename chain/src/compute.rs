@@ -174,13 +174,25 @@ pub async fn heartbeat<S: StateRead + StateWrite>(
     }
     w.last_heartbeat_time = ctx.time;
     put_worker(state, &w);
-    Ok(vec![Event::new(
+    let mut events = vec![Event::new(
         "heartbeat",
         [
             ("owner", owner.to_string()).index(),
-            ("node_id", w.node_id).index(),
+            ("node_id", w.node_id.clone()).index(),
         ],
-    )])
+    )];
+    events.extend(claim_rewards(state, owner).await?);
+    Ok(events)
+}
+
+/// Pays the worker its rewards of settled epochs (also done by heartbeat and unbond).
+pub async fn claim_rewards<S: StateRead + StateWrite>(
+    state: &mut S,
+    owner: &str,
+) -> TxResult<Vec<Event>> {
+    let w = registered(state, owner).await?;
+    let e = epoch(state).await?;
+    crate::rewards::claim(state, owner, w.tier.parse()?, e.index).await
 }
 
 pub async fn begin_unbond<S: StateRead + StateWrite>(
@@ -205,6 +217,10 @@ pub async fn begin_unbond<S: StateRead + StateWrite>(
         .time
         .checked_add(delay)
         .ok_or_else(|| TxError::Overflow("unbonding completion time overflows".into()))?;
+    // Settled epochs are paid out; the running epoch's contribution is forfeited.
+    let mut events = claim_rewards(state, owner).await?;
+    let e = epoch(state).await?;
+    crate::rewards::set_units(state, e.index, owner, w.tier.parse()?, 0, &p).await?;
     w.unbonding = true;
     w.unbond_complete_time = complete;
     put_worker(state, &w);
@@ -212,13 +228,14 @@ pub async fn begin_unbond<S: StateRead + StateWrite>(
         state_key::compute::unbonding(complete, owner),
         owner.as_bytes().to_vec(),
     );
-    Ok(vec![Event::new(
+    events.push(Event::new(
         "begin_unbond",
         [
             ("owner", owner.to_string()).index(),
             ("complete_time", complete.to_string()).index(),
         ],
-    )])
+    ));
+    Ok(events)
 }
 
 /// Releases matured unbondings (oldest first, bounded per block): the bond returns
@@ -267,6 +284,9 @@ async fn release_unbondings<S: StateRead + StateWrite>(
         let Some(w) = worker(state, &owner).await? else {
             continue;
         };
+        // Rewards still owed (more epochs than one unbond message could pay) go out first.
+        let current = epoch(state).await?.index;
+        events.extend(crate::rewards::claim(state, &owner, w.tier.parse()?, current).await?);
         let bond = bank::parse_amount(&w.bond)?;
         bank::transfer(
             state,
@@ -296,8 +316,6 @@ pub fn is_stale(w: &Worker, now: i64, p: &ComputeParams) -> bool {
 
 /// Module account that receives each epoch's emission and pays rewards out of it.
 pub const REWARDS_POOL: &str = "compute_rewards";
-/// Bounded per-block work: contributors settled in one epoch.
-pub const MAX_CONTRIBUTORS_PER_EPOCH: usize = 10_000;
 /// Most contribution units one worker can accrue in an epoch (2^80). With tier
 /// multipliers ≤ 100x (< 2^27 ppm) and ≤ 10^4 contributors (< 2^14), Σ T·C < 2^121:
 /// settlement can never overflow, so user input can never halt the chain there.
@@ -322,8 +340,12 @@ pub struct SettlementRecord {
     /// Remainder carried in from the previous epoch (minted earlier).
     pub carried_in: String,
     pub pool: String,
-    /// (owner, tier, contribution, reward), ordered by owner.
-    pub rewards: Vec<(String, String, String, String)>,
+    /// Σ T_j·C_j over the epoch's contributors (ppm-weighted units).
+    pub total_weight: String,
+    pub contributors: u64,
+    /// True while contributors still have rewards to claim; the remainder is known (and
+    /// carried or burned) once the last one has claimed.
+    pub open: bool,
     pub remainder: String,
     pub carried_out: String,
     pub burned: String,
@@ -415,6 +437,7 @@ pub async fn submit_contribution<S: StateRead + StateWrite>(
     // u64 × u64 fits in u128.
     let units = u128::from(steps).saturating_mul(u128::from(model_params));
     let e = epoch(state).await?;
+    let tier: Tier = w.tier.parse()?;
     let total = contribution(state, e.index, owner)
         .await?
         .checked_add(units)
@@ -425,10 +448,8 @@ pub async fn submit_contribution<S: StateRead + StateWrite>(
                 e.index
             ))
         })?;
-    state.put_raw(
-        state_key::compute::contribution(e.index, owner),
-        total.to_be_bytes().to_vec(),
-    );
+    let p = params(state).await?;
+    crate::rewards::set_units(state, e.index, owner, tier, total, &p).await?;
     Ok(vec![Event::new(
         "submit_contribution",
         [
@@ -473,48 +494,13 @@ pub async fn maybe_settle_epoch<S: StateRead + StateWrite>(
     let pool = released
         .checked_add(carried_in)
         .ok_or_else(|| TxError::Overflow("epoch pool exceeds 2^128".into()))?;
+    // The carry is consumed into this pool; remainders disposed from now on add to it anew.
+    put_json(state, state_key::compute::carry().into(), &"0")?;
 
-    // Contributions of this epoch, with each contributor's current tier.
-    let prefix = state_key::compute::contributions_of_epoch(e.index);
-    let mut entries = Vec::new();
-    {
-        let mut stream = Box::pin(state.prefix_raw(&prefix));
-        while let Some(item) = stream.next().await {
-            let (key, raw) = item?;
-            let units = bank::decode_u128(&key, &raw)?;
-            entries.push((key, units));
-            if entries.len() >= MAX_CONTRIBUTORS_PER_EPOCH {
-                break;
-            }
-        }
-    }
-    let mut contributions = std::collections::BTreeMap::new();
-    for (key, units) in &entries {
-        let owner = key.strip_prefix(&prefix).unwrap_or(key).to_string();
-        // Workers that left (or are unbonding) forfeit the epoch: their share stays in the pool.
-        if let Some(w) = worker(state, &owner).await? {
-            if !w.unbonding {
-                let tier: Tier = w.tier.parse()?;
-                contributions.insert(owner, (tier, *units));
-            }
-        }
-    }
-    let settled = magnet_x_compute::settle_epoch(pool, &contributions, &p)?;
-    for (owner, reward) in &settled.rewards {
-        bank::transfer(state, &rewards_addr, owner, BOND_DENOM, *reward).await?;
-    }
-    let disposition = settled.dispose_remainder(p.remainder_policy);
-    if disposition.burn > 0 {
-        bank::burn(state, &rewards_addr, BOND_DENOM, disposition.burn).await?;
-    }
-    put_json(
-        state,
-        state_key::compute::carry().into(),
-        &disposition.carry.to_string(),
-    )?;
-    for (key, _) in entries {
-        state.delete(key);
-    }
+    let totals = crate::rewards::totals(state, e.index).await?;
+    let (remainder, carried_out, burned) = crate::rewards::settle(state, e.index, pool, &p).await?;
+    // With no contributors the whole pool is disposed of now; otherwise it waits for claims.
+    let open = totals.contributors > 0 && totals.total_weight != "0";
     let record = SettlementRecord {
         epoch: e.index,
         start_time: e.start_time,
@@ -523,21 +509,12 @@ pub async fn maybe_settle_epoch<S: StateRead + StateWrite>(
         released: released.to_string(),
         carried_in: carried_in.to_string(),
         pool: pool.to_string(),
-        rewards: contributions
-            .iter()
-            .map(|(owner, (tier, units))| {
-                let r = settled.rewards.get(owner).copied().unwrap_or(0);
-                (
-                    owner.clone(),
-                    tier.as_str().to_string(),
-                    units.to_string(),
-                    r.to_string(),
-                )
-            })
-            .collect(),
-        remainder: settled.remainder.to_string(),
-        carried_out: disposition.carry.to_string(),
-        burned: disposition.burn.to_string(),
+        total_weight: totals.total_weight.clone(),
+        contributors: totals.contributors,
+        open,
+        remainder: remainder.to_string(),
+        carried_out: carried_out.to_string(),
+        burned: burned.to_string(),
     };
     put_json(state, state_key::compute::settlement(e.index), &record)?;
     put_json(
@@ -557,9 +534,10 @@ pub async fn maybe_settle_epoch<S: StateRead + StateWrite>(
                 ("epoch", e.index.to_string()).index(),
                 ("released", released.to_string()).index(),
                 ("pool", pool.to_string()).index(),
-                ("paid", settled.rewards.values().sum::<u128>().to_string()).index(),
-                ("workers", settled.rewards.len().to_string()).index(),
-                ("remainder", settled.remainder.to_string()).index(),
+                ("contributors", totals.contributors.to_string()).index(),
+                ("total_weight", totals.total_weight.clone()).index(),
+                ("carried", carried_out.to_string()).index(),
+                ("burned", burned.to_string()).index(),
             ],
         ),
     );

@@ -394,11 +394,15 @@ pub async fn vote<S: StateRead + StateWrite>(
 
 /// (quorum reached, passed) for a tally.
 pub fn tally(yes: u64, no: u64, abstain: u64, total: u64, gp: &GovParams) -> (bool, bool) {
-    let voted = u128::from(yes) + u128::from(no) + u128::from(abstain);
-    let quorum = total > 0 && voted * 1_000_000 >= u128::from(gp.quorum_ppm) * u128::from(total);
-    let cast = u128::from(yes) + u128::from(no);
-    let passed =
-        quorum && cast > 0 && u128::from(yes) * 1_000_000 > u128::from(gp.threshold_ppm) * cast;
+    // u64 values widened to u128: none of these sums or products can overflow.
+    let w = u128::from;
+    let voted = w(yes).saturating_add(w(no)).saturating_add(w(abstain));
+    let quorum =
+        total > 0 && voted.saturating_mul(1_000_000) >= w(gp.quorum_ppm).saturating_mul(w(total));
+    let cast = w(yes).saturating_add(w(no));
+    let passed = quorum
+        && cast > 0
+        && w(yes).saturating_mul(1_000_000) > w(gp.threshold_ppm).saturating_mul(cast);
     (quorum, passed)
 }
 

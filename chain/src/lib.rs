@@ -22,6 +22,7 @@ pub mod home;
 pub mod panel;
 pub mod params;
 pub mod query;
+pub mod rewards;
 pub mod server;
 pub mod state_key;
 pub mod tx;

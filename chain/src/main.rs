@@ -12,6 +12,7 @@ use serde_json::json;
 use tendermint_rpc::Client as _;
 
 mod bench;
+mod bench_settlement;
 
 #[derive(Parser)]
 #[command(name = "magnetd", version, about = "MAGNET chain daemon and CLI")]
@@ -89,6 +90,8 @@ enum Cmd {
     },
     /// Measure committed tx/s and inclusion latency against a running localnet.
     Bench(bench::BenchArgs),
+    /// Time the settlement of one x-compute epoch with N workers inside FinalizeBlock.
+    BenchSettlement(bench_settlement::SettlementArgs),
 }
 
 #[derive(Subcommand)]
@@ -370,6 +373,12 @@ enum ComputeTx {
         #[command(flatten)]
         flags: TxFlags,
     },
+    /// Collect rewards of settled epochs (heartbeats and unbonding also collect them).
+    ClaimRewards {
+        key: String,
+        #[command(flatten)]
+        flags: TxFlags,
+    },
     /// Join the notary panel with a bond (>= notary_min_bond).
     JoinNotaryPanel {
         key: String,
@@ -499,6 +508,13 @@ enum ComputeQuery {
     /// The recorded settlement of an epoch.
     Settlement {
         epoch: u64,
+        #[command(flatten)]
+        node: NodeArg,
+    },
+    /// A worker's reward for a settled epoch (owed or paid).
+    Reward {
+        epoch: u64,
+        owner: String,
         #[command(flatten)]
         node: NodeArg,
     },
@@ -1126,6 +1142,15 @@ async fn run(cli: Cli) -> Result<()> {
                         ),
                     )
                 }
+                ComputeTx::ClaimRewards { key, flags } => {
+                    let owner = Keyring::open(&home).get(&key)?.address;
+                    let msg = pb::MsgClaimRewards { owner };
+                    (
+                        key,
+                        flags,
+                        any_of(magnet_chain::tx::MSG_CLAIM_REWARDS_TYPE_URL, &msg),
+                    )
+                }
                 ComputeTx::JoinNotaryPanel { key, bond, flags } => {
                     let owner = Keyring::open(&home).get(&key)?.address;
                     let bond = umag_arg("--bond", &bond)?.to_string();
@@ -1358,6 +1383,16 @@ async fn run(cli: Cli) -> Result<()> {
                     &node.node,
                     magnet_chain::query::PATH_COMPUTE_NOTARY,
                     addr.into_bytes(),
+                )
+                .await?;
+            }
+            QueryCmd::Compute(ComputeQuery::Reward { epoch, owner, node }) => {
+                let owner = resolve_address(&home, &owner)?;
+                compute_json_query(
+                    out,
+                    &node.node,
+                    magnet_chain::query::PATH_COMPUTE_REWARD,
+                    format!("{epoch}/{owner}").into_bytes(),
                 )
                 .await?;
             }
@@ -1638,6 +1673,7 @@ async fn run(cli: Cli) -> Result<()> {
             print_json(out, v);
         }
         Cmd::Bench(args) => bench::run(args, &home, out == Output::Json).await?,
+        Cmd::BenchSettlement(args) => bench_settlement::run(args, out == Output::Json).await?,
     }
     Ok(())
 }

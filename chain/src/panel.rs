@@ -501,18 +501,23 @@ async fn credit_units<S: StateRead + StateWrite>(
     owner: &str,
     units: u128,
 ) -> TxResult<u128> {
-    // A worker that left or is unbonding earns nothing (as at settlement).
-    match compute::worker(state, owner).await? {
-        Some(w) if !w.unbonding => {}
+    // A worker that left or is unbonding earns nothing (its epoch is forfeited).
+    let w = match compute::worker(state, owner).await? {
+        Some(w) if !w.unbonding => w,
         _ => return Ok(0),
-    }
+    };
     let e = compute::epoch(state).await?;
     let have = compute::contribution(state, e.index, owner).await?;
     let total = have.saturating_add(units).min(MAX_EPOCH_UNITS);
-    state.put_raw(
-        crate::state_key::compute::contribution(e.index, owner),
-        total.to_be_bytes().to_vec(),
-    );
+    let p = compute::params(state).await?;
+    // Σ T·C cannot overflow below 2^128 in practice; if it would, the credit is skipped
+    // rather than failing the block.
+    if crate::rewards::set_units(state, e.index, owner, w.tier.parse()?, total, &p)
+        .await
+        .is_err()
+    {
+        return Ok(0);
+    }
     Ok(total.saturating_sub(have))
 }
 
@@ -585,7 +590,9 @@ pub async fn challenge<S: StateRead + StateWrite>(
                     ),
                 ));
             }
-            state.delete(crate::state_key::compute::contribution(e.index, &owner));
+            let w = registered(state, &owner).await?;
+            let p = compute::params(state).await?;
+            crate::rewards::set_units(state, e.index, &owner, w.tier.parse()?, 0, &p).await?;
             (format!("{}:{owner}", e.index), owner)
         }
         "reveal" => {
@@ -1232,7 +1239,8 @@ mod tests {
     #[test]
     fn targets_split_at_the_last_colon() {
         let owner = auth::module_address("w");
-        let (task, o) = split_target(&format!("job:abc:{owner}")).expect("split");
+        let target = format!("job:abc:{owner}");
+        let (task, o) = split_target(&target).expect("split");
         assert_eq!((task, o.as_str()), ("job:abc", owner.as_str()));
         assert!(split_target("no-colon").is_err());
         assert!(split_target("t:not-an-address").is_err());

@@ -41,6 +41,8 @@ pub const PATH_COMPUTE_TASK: &str = "/magnet.compute.v1.Query/Task";
 pub const PATH_COMPUTE_COMMIT: &str = "/magnet.compute.v1.Query/Commit";
 pub const PATH_COMPUTE_SETTLEMENT: &str = "/magnet.compute.v1.Query/Settlement";
 /// data = notary address / dispute number / data hash / job id; answer the record as JSON.
+/// data = `<epoch>/<owner>`; answers the worker's reward for that epoch as JSON.
+pub const PATH_COMPUTE_REWARD: &str = "/magnet.compute.v1.Query/Reward";
 pub const PATH_COMPUTE_NOTARY: &str = "/magnet.compute.v1.Query/Notary";
 pub const PATH_COMPUTE_DISPUTE: &str = "/magnet.compute.v1.Query/Dispute";
 pub const PATH_COMPUTE_DATA: &str = "/magnet.compute.v1.Query/DataRecord";
@@ -254,6 +256,21 @@ async fn route(s: &Snapshot, req: &request::Query) -> Result<response::Query, re
                 .await
                 .map_err(|e| App::query_error(1, format!("{e:#}")))?
                 .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("{kind} {id} not found")))?
+        }
+        PATH_COMPUTE_REWARD => {
+            let text = std::str::from_utf8(&req.data)
+                .map_err(|_| App::query_error(18, "expected utf-8 query data".into()))?;
+            let parsed = text
+                .split_once('/')
+                .and_then(|(e, o)| Some((e.trim().parse::<u64>().ok()?, o.trim())));
+            let (e, owner) = parsed.ok_or_else(|| {
+                App::query_error(18, format!("expected <epoch>/<owner>, got {text:?}"))
+            })?;
+            let rec = crate::rewards::reward(s, e, owner)
+                .await
+                .map_err(from_tx_err)?
+                .ok_or_else(|| App::query_error(CODE_NOT_FOUND, format!("no reward of {owner} in epoch {e}")))?;
+            serde_json::to_vec(&rec).map_err(|e| App::query_error(1, e.to_string()))?
         }
         PATH_GOV_PARAMS => {
             let g = crate::gov::export(s).await.map_err(from_tx_err)?;

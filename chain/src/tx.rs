@@ -36,6 +36,7 @@ pub const MSG_SETTLE_INFERENCE_TYPE_URL: &str = "/magnet.compute.v1.MsgSettleInf
 pub const MSG_OPEN_ROUND_TYPE_URL: &str = "/magnet.compute.v1.MsgOpenRound";
 pub const MSG_SUBMIT_GRADIENT_TYPE_URL: &str = "/magnet.compute.v1.MsgSubmitGradient";
 pub const MSG_FINALIZE_ROUND_TYPE_URL: &str = "/magnet.compute.v1.MsgFinalizeRound";
+pub const MSG_CLAIM_REWARDS_TYPE_URL: &str = "/magnet.compute.v1.MsgClaimRewards";
 pub const MSG_JOIN_NOTARY_PANEL_TYPE_URL: &str = "/magnet.compute.v1.MsgJoinNotaryPanel";
 pub const MSG_REGISTER_DATA_TYPE_URL: &str = "/magnet.compute.v1.MsgRegisterData";
 pub const MSG_CHALLENGE_TYPE_URL: &str = "/magnet.compute.v1.MsgChallenge";
@@ -45,7 +46,8 @@ pub const MSG_CLAIM_JOB_TYPE_URL: &str = "/magnet.compute.v1.MsgClaimJob";
 pub const MSG_SCORE_JOB_TYPE_URL: &str = "/magnet.compute.v1.MsgScoreJob";
 pub const MSG_SUBMIT_PROPOSAL_TYPE_URL: &str = "/magnet.gov.v1.MsgSubmitProposal";
 pub const MSG_VOTE_TYPE_URL: &str = "/magnet.gov.v1.MsgVote";
-const KNOWN_TYPE_URLS: [&str; 20] = [
+const KNOWN_TYPE_URLS: [&str; 21] = [
+    MSG_CLAIM_REWARDS_TYPE_URL,
     MSG_JOIN_NOTARY_PANEL_TYPE_URL,
     MSG_REGISTER_DATA_TYPE_URL,
     MSG_CHALLENGE_TYPE_URL,
@@ -121,6 +123,9 @@ pub enum Msg {
     JoinNotaryPanel {
         owner: String,
         bond: u128,
+    },
+    ClaimRewards {
+        owner: String,
     },
     RegisterData(pb::MsgRegisterData),
     Challenge(pb::MsgChallenge),
@@ -408,6 +413,10 @@ pub fn decode(raw: &[u8], params: &ChainParams) -> TxResult<DecodedTx> {
                     amount,
                     contributors,
                 });
+            }
+            MSG_CLAIM_REWARDS_TYPE_URL => {
+                let (_, owner) = decode_owned::<pb::MsgClaimRewards>(any, &signer, |m| &m.owner)?;
+                msgs.push(Msg::ClaimRewards { owner });
             }
             MSG_JOIN_NOTARY_PANEL_TYPE_URL => {
                 let (m, owner) =
@@ -733,6 +742,9 @@ pub async fn execute<S: StateRead + StateWrite>(
             } => events.extend(
                 crate::compute::reveal_result(state, ctx, owner, task_id, result, nonce).await?,
             ),
+            Msg::ClaimRewards { owner } => {
+                events.extend(crate::compute::claim_rewards(state, owner).await?)
+            }
             Msg::JoinNotaryPanel { owner, bond } => {
                 events.extend(crate::panel::join_notary_panel(state, ctx, owner, *bond).await?)
             }

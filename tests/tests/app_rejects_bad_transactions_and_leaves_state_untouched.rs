@@ -87,6 +87,7 @@ fn genesis() -> AppGenesis {
             },
         ],
         compute: Default::default(),
+        gov: Default::default(),
     }
 }
 

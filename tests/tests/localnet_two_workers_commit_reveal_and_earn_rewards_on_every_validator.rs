@@ -183,20 +183,29 @@ async fn localnet_two_workers_commit_reveal_and_earn_rewards_on_every_validator(
             break s;
         }
     };
-    let rewards = settlement["rewards"].as_array().unwrap().clone();
-    assert_eq!(rewards.len(), 2, "{settlement}");
-    let reward_of = |a: &str| -> u128 {
-        rewards
-            .iter()
-            .find(|r| r[0] == a)
-            .and_then(|r| r[3].as_str())
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0)
-    };
-    let (r0, r1) = (reward_of(&addrs[0]), reward_of(&addrs[1]));
-    assert!(r0 > 0 && r1 > 0, "{settlement}");
+    assert_eq!(settlement["contributors"], 2, "{settlement}");
+    // Payout is lazy: each worker's reward is owed until it claims (or heartbeats).
+    let mut owed = Vec::new();
+    for (i, a) in addrs.iter().enumerate() {
+        let r = magnetd(&[
+            "query",
+            "compute",
+            "reward",
+            &epoch0.to_string(),
+            a,
+            "--node",
+            &net.rpc_url(i),
+        ])?;
+        assert_eq!(r["claimed"], false, "{r}");
+        owed.push(r["reward"].as_str().unwrap().parse::<u128>()?);
+    }
+    let (r0, r1) = (owed[0], owed[1]);
+    assert!(r0 > 0 && r1 > 0, "{owed:?}");
     // gpu_compute (1.0x, 100 steps) vs cpu_only (0.3x, 200 steps): 100 : 60.
     assert!(r0 > r1, "T·C ordering: {r0} vs {r1}");
+    for (i, (key, _, _)) in workers.iter().enumerate() {
+        tx(i + 2, &["claim-rewards", key])?;
+    }
     let h = net.height(0).await?;
     for i in 0..4 {
         net.wait_height(i, h, Duration::from_secs(30)).await?;
@@ -208,7 +217,11 @@ async fn localnet_two_workers_commit_reveal_and_earn_rewards_on_every_validator(
             "--node",
             &net.rpc_url(i),
         ])?;
-        assert_eq!(s, settlement, "node{i} recorded another settlement");
+        assert_eq!(s["open"], false, "node{i}: closed after both claims: {s}");
+        assert_eq!(
+            s["pool"], settlement["pool"],
+            "node{i} recorded another settlement"
+        );
         for (j, a) in addrs.iter().enumerate() {
             let bal = amount(&magnetd(&[
                 "query",
@@ -218,9 +231,13 @@ async fn localnet_two_workers_commit_reveal_and_earn_rewards_on_every_validator(
                 "--node",
                 &net.rpc_url(i),
             ])?);
-            // Since `before`: one reveal fee (the only tx after it) and the reward.
+            // Since `before`: the reveal and claim fees, and the reward.
             let fee = magnet_chain::client::GasSettings::default().fee;
-            assert_eq!(bal, before[j] + [r0, r1][j] - fee, "node{i}, worker {j}");
+            assert_eq!(
+                bal,
+                before[j] + [r0, r1][j] - 2 * fee,
+                "node{i}, worker {j}"
+            );
         }
     }
     net.assert_app_hashes_agree(h).await?;

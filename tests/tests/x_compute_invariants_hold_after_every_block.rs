@@ -47,6 +47,7 @@ enum Action {
     Commit { who: u8, task: u8 },
     Reveal { who: u8, task: u8, honest: bool },
     Unbond { who: u8 },
+    Heartbeat { who: u8 },
     Wait { secs: i64 },
 }
 
@@ -65,6 +66,7 @@ fn action() -> impl Strategy<Value = Action> {
             honest
         }),
         (0u8..4).prop_map(|who| Action::Unbond { who }),
+        (0u8..4).prop_map(|who| Action::Heartbeat { who }),
         prop_oneof![
             1i64..400,
             400i64..2_000,
@@ -169,14 +171,10 @@ impl World {
                 let released: u128 = attr("released").unwrap().parse().unwrap();
                 *self.released_per_day.entry(self.now / 86_400).or_default() += released;
             }
-        }
-        let snap = self.app.storage().latest_snapshot();
-        let e = compute::epoch(&snap).await.unwrap();
-        if e.index > 0 {
-            if let Some(rec) = compute::settlement(&snap, e.index - 1).await.unwrap() {
-                if rec.end_time == self.now {
-                    self.burned += rec.burned.parse::<u128>().unwrap();
-                }
+            // Remainders burned at settlement (no contributors) or when an epoch's last
+            // contributor collects.
+            if ev.kind == "settle_epoch" || ev.kind == "epoch_closed" {
+                self.burned += attr("burned").unwrap().parse::<u128>().unwrap();
             }
         }
     }
@@ -223,6 +221,25 @@ impl World {
                 .await
                 .unwrap(),
             bonds
+        );
+        // The rewards pool holds exactly what is owed: the carry plus every open pot's unpaid part.
+        let carry: String =
+            serde_json::from_slice(&snap.get_raw("compute/carry").await.unwrap().unwrap()).unwrap();
+        let mut owed: u128 = carry.parse().unwrap();
+        let mut pots = Box::pin(snap.prefix_raw("compute/pot/"));
+        while let Some(item) = pots.next().await {
+            let (_, raw) = item.unwrap();
+            let pot: magnet_chain::rewards::Pot = serde_json::from_slice(&raw).unwrap();
+            let (pool, paid): (u128, u128) = (pot.pool.parse().unwrap(), pot.paid.parse().unwrap());
+            prop_assert!(paid <= pool, "paid {} above pool {}", paid, pool);
+            owed += pool - paid;
+        }
+        prop_assert_eq!(
+            bank::balance(&snap, &auth::module_address(compute::REWARDS_POOL), "umag")
+                .await
+                .unwrap(),
+            owed,
+            "rewards pool = carry + unpaid pots"
         );
         for (day, released) in &self.released_per_day {
             prop_assert!(
@@ -274,6 +291,9 @@ proptest! {
                     }
                     Action::Unbond { who } => {
                         Some((who, w.sign(who, tx::MSG_BEGIN_UNBOND_TYPE_URL, &pb::MsgBeginUnbond { owner: address(who) })))
+                    }
+                    Action::Heartbeat { who } => {
+                        Some((who, w.sign(who, tx::MSG_HEARTBEAT_TYPE_URL, &pb::MsgHeartbeat { owner: address(who) })))
                     }
                     Action::Wait { secs } => {
                         w.block(secs, None).await;

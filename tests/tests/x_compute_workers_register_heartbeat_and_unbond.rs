@@ -65,6 +65,9 @@ impl Chain {
             ..Default::default()
         };
         g.compute.unbonding_delay_secs = UNBONDING_DELAY;
+        // A disputed worker must stay slashable: windows fit inside the unbonding delay.
+        g.compute.dispute_window_secs = 300;
+        g.compute.data_challenge_window_secs = 300;
         app.init_chain(abci::init_chain_request(CHAIN_ID, GENESIS_TIME, &g))
             .await
             .expect("init");
@@ -351,9 +354,9 @@ fn contribution(
 }
 
 /// Epoch settlement in FinalizeBlock: the schedule's release is minted into the rewards
-/// pool and paid as R_i = pool·T_i·C_i/ΣT·C (orchestrator 3x vs gpu_compute 1x), the
-/// remainder is carried, supply = genesis + released, and the daily cap holds across a
-/// multi-day halt.
+/// pool; each worker collects R_i = pool·T_i·C_i/ΣT·C (orchestrator 3x vs gpu_compute 1x)
+/// with its next heartbeat; once both have, the remainder is carried; supply = genesis +
+/// released, and the daily cap holds across a multi-day halt.
 #[tokio::test]
 async fn x_compute_epochs_settle_rewards_by_tier_and_contribution() {
     use magnet_chain::tx::MSG_SUBMIT_CONTRIBUTION_TYPE_URL as SUBMIT;
@@ -406,11 +409,41 @@ async fn x_compute_epochs_settle_rewards_by_tier_and_contribution() {
     assert_eq!(compute::epoch(&snap).await.unwrap().index, 1);
     let released: u128 = rec.released.parse().unwrap();
     let pool: u128 = rec.pool.parse().unwrap();
-    let remainder: u128 = rec.remainder.parse().unwrap();
     assert!(released > 0 && released <= p.daily_cap);
     assert_eq!(pool, released, "nothing carried into epoch 0");
-    let r1 = bank::balance(&snap, &address(1), "umag").await.unwrap() - bal1;
-    let r2 = bank::balance(&snap, &address(2), "umag").await.unwrap() - bal2;
+    assert!(rec.open && rec.contributors == 2, "{rec:?}");
+    // Settlement pays nobody yet: each worker collects with its next heartbeat.
+    assert_eq!(
+        bank::balance(&snap, &address(1), "umag").await.unwrap(),
+        bal1
+    );
+    let owed1 = magnet_chain::rewards::reward(&snap, 0, &address(1))
+        .await
+        .unwrap()
+        .expect("owed");
+    assert!(!owed1.claimed);
+    let fee = GasSettings::default().fee;
+    for n in [1u8, 2] {
+        let r = c
+            .run(
+                n,
+                MSG_HEARTBEAT_TYPE_URL,
+                &MsgHeartbeat { owner: address(n) },
+            )
+            .await;
+        assert_eq!(r.code.value(), 0, "{}", r.log);
+    }
+    let snap = c.app.storage().latest_snapshot();
+    let rec = compute::settlement(&snap, 0).await.unwrap().unwrap();
+    assert!(!rec.open, "closed once every contributor claimed");
+    let remainder: u128 = rec.remainder.parse().unwrap();
+    let r1 = bank::balance(&snap, &address(1), "umag").await.unwrap() + fee - bal1;
+    let r2 = bank::balance(&snap, &address(2), "umag").await.unwrap() + fee - bal2;
+    assert_eq!(
+        r1.to_string(),
+        owed1.reward,
+        "paid what the query said was owed"
+    );
     assert_eq!(r1 + r2 + remainder, pool, "conservation");
     assert!(
         remainder < 2,
@@ -426,11 +459,15 @@ async fn x_compute_epochs_settle_rewards_by_tier_and_contribution() {
         "supply = genesis + minted"
     );
     assert_eq!(rec.carried_out, rec.remainder);
-    // Contributions are consumed by the settlement.
-    assert_eq!(
-        compute::contribution(&snap, 0, &address(1)).await.unwrap(),
-        0
-    );
+    // A second heartbeat pays nothing more.
+    let before = bank::balance(&snap, &address(1), "umag").await.unwrap();
+    c.run(
+        1,
+        MSG_HEARTBEAT_TYPE_URL,
+        &MsgHeartbeat { owner: address(1) },
+    )
+    .await;
+    assert_eq!(c.balance(&address(1)).await, before - fee);
 
     // An epoch with no contributions: the whole pool is carried (already minted).
     c.block(600, vec![]).await;
@@ -439,8 +476,13 @@ async fn x_compute_epochs_settle_rewards_by_tier_and_contribution() {
         .await
         .unwrap()
         .expect("epoch 1 settled");
-    assert_eq!(rec1.rewards.len(), 0);
+    assert_eq!(rec1.contributors, 0);
     assert_eq!(rec1.carried_out, rec1.pool);
+    let carried_in: u128 = rec1.carried_in.parse().unwrap();
+    assert_eq!(
+        carried_in, remainder,
+        "epoch 0's remainder was carried into epoch 1"
+    );
 
     // A 3-day halt: the next epoch releases at most one daily cap.
     let before = bank::supply(&snap, "umag").await.unwrap();

@@ -100,7 +100,7 @@ pub fn split_data_fee(fee: u128, notaries: u64, split: &DataFeeSplit) -> Compute
     let per_notary = if notaries == 0 {
         0
     } else {
-        notary_pot / u128::from(notaries)
+        notary_pot.checked_div(u128::from(notaries)).unwrap_or(0)
     };
     let paid = per_notary
         .checked_mul(u128::from(notaries))
@@ -124,7 +124,7 @@ pub fn consensus_score(scores: &[u64]) -> Option<u64> {
     }
     let mut s = scores.to_vec();
     s.sort_unstable();
-    s.get((s.len() - 1) / 2).copied()
+    s.get(s.len().saturating_sub(1) / 2).copied()
 }
 
 /// How a research job's escrow settles.
@@ -162,6 +162,7 @@ pub fn settle_job(budget: u128, scores: &BTreeMap<String, u64>) -> ComputeResult
 }
 
 #[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
