@@ -184,13 +184,17 @@ impl TernaryMatrix {
     /// Sets row `r` from ternary values.
     pub fn set_row(&mut self, r: usize, values: &[i8]) {
         let rb = self.k_pad / 4;
-        kernels::pack_ternary_row(values, &mut self.codes[r * rb..(r + 1) * rb]);
+        let mut natural = vec![0u8; rb];
+        kernels::pack_ternary_row(values, &mut natural);
+        for (b, blk) in natural.chunks_exact(kernels::BLOCK_BYTES).enumerate() {
+            let off = kernels::tiled_offset(self.rows, rb, r, b);
+            self.codes[off..off + kernels::BLOCK_BYTES].copy_from_slice(blk);
+        }
     }
 
-    /// Mutable packed bytes of row `r` (for generators writing codes directly).
-    pub fn row_codes_mut(&mut self, r: usize) -> &mut [u8] {
-        let rb = self.k_pad / 4;
-        &mut self.codes[r * rb..(r + 1) * rb]
+    /// All packed bytes (tiled layout; for generators writing random codes directly).
+    pub fn codes_mut(&mut self) -> &mut [u8] {
+        &mut self.codes
     }
 
     /// Sets the scale of row `r`.
@@ -201,7 +205,12 @@ impl TernaryMatrix {
     /// Ternary values of row `r`.
     pub fn row_values(&self, r: usize) -> Vec<i8> {
         let rb = self.k_pad / 4;
-        kernels::unpack_ternary_row(&self.codes[r * rb..(r + 1) * rb], self.cols)
+        let mut natural = Vec::with_capacity(rb);
+        for b in 0..self.k_pad / kernels::BLOCK {
+            let off = kernels::tiled_offset(self.rows, rb, r, b);
+            natural.extend_from_slice(&self.codes[off..off + kernels::BLOCK_BYTES]);
+        }
+        kernels::unpack_ternary_row(&natural, self.cols)
     }
 
     /// Stacks matrices with the same column count (fused q/k/v, gate/up).
@@ -249,7 +258,9 @@ impl TernaryMatrix {
             "activation width does not match the matrix"
         );
         let mut raw = vec![0i32; self.rows * n];
-        let chunk = exec.chunk_rows(self.rows, n);
+        let chunk = exec
+            .chunk_rows(self.rows, n)
+            .next_multiple_of(kernels::ROW_GROUP);
         let rb = self.k_pad / 4;
         let isa = exec.isa;
         exec.install(|| {
@@ -261,6 +272,7 @@ impl TernaryMatrix {
                     kernels::ternary_gemm(
                         isa,
                         &self.codes[r0 * rb..(r0 + nr) * rb],
+                        nr,
                         self.k_pad,
                         &a.data,
                         n,

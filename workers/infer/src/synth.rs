@@ -58,13 +58,12 @@ fn ternary(rng: &mut Rng, rows: usize, cols: usize) -> TernaryMatrix {
         .collect();
     let s = 1.0 / ((2.0 / 3.0) * cols as f32).sqrt();
     let mut m = TernaryMatrix::zeros(rows, cols, s);
-    for r in 0..rows {
-        for chunk in m.row_codes_mut(r).chunks_mut(8) {
-            let mut bits = rng.next_u64();
-            for b in chunk.iter_mut() {
-                *b = table[(bits & 0xff) as usize % 81];
-                bits >>= 8;
-            }
+    // Random codes everywhere (the padding of rows is never read against non-zero activations).
+    for chunk in m.codes_mut().chunks_mut(8) {
+        let mut bits = rng.next_u64();
+        for b in chunk.iter_mut() {
+            *b = table[(bits & 0xff) as usize % 81];
+            bits >>= 8;
         }
     }
     m

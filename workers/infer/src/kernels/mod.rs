@@ -5,6 +5,10 @@
 //!   weights is padded to a multiple of [`BLOCK`] (256) with zeros; each block is 64 bytes; byte
 //!   `h*32 + l` of a block (h ∈ {0,1}, l < 32) holds the codes `q = w + 1 ∈ {0,1,2}` of weights
 //!   `h*128 + l + 32*m` in bits `2m..2m+2` (m = 0..3).
+//! * **Ternary matrices** interleave rows in groups of [`ROW_GROUP`] (4) at block granularity:
+//!   group `g` (rows `4g..4g+gr`, `gr` = 4 except maybe in the last group) stores block `b` of
+//!   its row `i` at `4g·row_bytes + (b·gr + i)·64`. The 4-row kernel then reads memory strictly
+//!   sequentially, which is what lets a single core stream weights at DRAM speed.
 //! * **Activations for ternary kernels** are int8, padded with zeros to the same length and
 //!   permuted once per token ([`permute_acts`]) so that one 64-byte load matches one shift of a
 //!   64-byte code load: position `blk*256 + m*64 + h*32 + l` holds `x[blk*256 + h*128 + 32*m + l]`.
@@ -23,6 +27,15 @@ pub const BLOCK: usize = 256;
 pub const BLOCK_BYTES: usize = 64;
 /// Padding granule of int8 rows and activations.
 pub const I8_BLOCK: usize = 64;
+/// Rows interleaved per group in ternary matrices.
+pub const ROW_GROUP: usize = 4;
+
+/// Byte offset of block `b` of row `r` in a tiled ternary matrix of `n_rows` rows of `row_bytes`.
+pub fn tiled_offset(n_rows: usize, row_bytes: usize, r: usize, b: usize) -> usize {
+    let g0 = r - r % ROW_GROUP;
+    let gr = (n_rows - g0).min(ROW_GROUP);
+    g0 * row_bytes + (b * gr + r % ROW_GROUP) * BLOCK_BYTES
+}
 
 /// Instruction-set path of the integer kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -164,11 +177,18 @@ pub fn permute_acts(x: &[i8], out: &mut [i8]) {
 
 /// Ternary GEMM on raw codes: `out[r * n_tok + t] = Σ_k q[r][k] · x[t][k]` where `q = w + 1`.
 ///
-/// `w` holds `n_rows` packed rows of `k_pad / 4` bytes; `x` holds `n_tok` permuted activation rows
-/// of `k_pad` bytes. The caller subtracts `Σ_k x[t][k]` to get `Σ w·x`.
-pub fn ternary_gemm(isa: Isa, w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
-    let row_bytes = k_pad / 4;
-    let n_rows = w.len() / row_bytes.max(1);
+/// `w` holds `n_rows` tiled rows (see the module docs; the slice starts at a row group) of
+/// `k_pad / 4` bytes; `x` holds `n_tok` permuted activation rows of `k_pad` bytes. The caller
+/// subtracts `Σ_k x[t][k]` to get `Σ w·x`.
+pub fn ternary_gemm(
+    isa: Isa,
+    w: &[u8],
+    n_rows: usize,
+    k_pad: usize,
+    x: &[i8],
+    n_tok: usize,
+    out: &mut [i32],
+) {
     assert_eq!(
         k_pad % BLOCK,
         0,
@@ -176,8 +196,8 @@ pub fn ternary_gemm(isa: Isa, w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, ou
     );
     assert_eq!(
         w.len(),
-        n_rows * row_bytes,
-        "weight buffer is not whole rows"
+        n_rows * k_pad / 4,
+        "weight buffer is not n_rows rows"
     );
     assert_eq!(
         x.len(),
@@ -192,21 +212,30 @@ pub fn ternary_gemm(isa: Isa, w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, ou
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni if x86::has_avx512_vnni() => {
-            x86::ternary_gemm_avx512(w, k_pad, x, n_tok, out)
+            x86::ternary_gemm_avx512(w, n_rows, k_pad, x, n_tok, out)
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if x86::has_avx2() => x86::ternary_gemm_avx2(w, k_pad, x, n_tok, out),
-        _ => ternary_gemm_scalar(w, k_pad, x, n_tok, out),
+        Isa::Avx2 if x86::has_avx2() => x86::ternary_gemm_avx2(w, n_rows, k_pad, x, n_tok, out),
+        _ => ternary_gemm_scalar(w, n_rows, k_pad, x, n_tok, out),
     }
 }
 
-fn ternary_gemm_scalar(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+fn ternary_gemm_scalar(
+    w: &[u8],
+    n_rows: usize,
+    k_pad: usize,
+    x: &[i8],
+    n_tok: usize,
+    out: &mut [i32],
+) {
     let row_bytes = k_pad / 4;
-    for (r, row) in w.chunks_exact(row_bytes).enumerate() {
+    for r in 0..n_rows {
         for t in 0..n_tok {
             let xt = &x[t * k_pad..(t + 1) * k_pad];
             let mut acc = 0i32;
-            for (blk, codes) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+            for blk in 0..k_pad / BLOCK {
+                let off = tiled_offset(n_rows, row_bytes, r, blk);
+                let codes = &w[off..off + BLOCK_BYTES];
                 let xb = &xt[blk * BLOCK..(blk + 1) * BLOCK];
                 for m in 0..4 {
                     let xm = &xb[m * 64..(m + 1) * 64];
@@ -348,7 +377,7 @@ mod tests {
         let mut rng = Rng(7);
         for case in 0..40 {
             let k = 1 + rng.below(1200) as usize;
-            let rows = 1 + rng.below(9) as usize;
+            let rows = 1 + rng.below(11) as usize;
             let n_tok = 1 + rng.below(7) as usize;
             let k_pad = padded_ternary_len(k);
             let w: Vec<Vec<i8>> = (0..rows)
@@ -357,9 +386,15 @@ mod tests {
             let x: Vec<Vec<i8>> = (0..n_tok)
                 .map(|_| (0..k).map(|_| rng.i8_in(-127, 127)).collect())
                 .collect();
-            let mut packed = vec![0u8; rows * k_pad / 4];
+            let rb = k_pad / 4;
+            let mut packed = vec![0u8; rows * rb];
+            let mut natural = vec![0u8; rb];
             for (r, row) in w.iter().enumerate() {
-                pack_ternary_row(row, &mut packed[r * k_pad / 4..(r + 1) * k_pad / 4]);
+                pack_ternary_row(row, &mut natural);
+                for (b, blk) in natural.chunks_exact(BLOCK_BYTES).enumerate() {
+                    let off = tiled_offset(rows, rb, r, b);
+                    packed[off..off + BLOCK_BYTES].copy_from_slice(blk);
+                }
             }
             let mut xp = vec![0i8; n_tok * k_pad];
             for (t, xt) in x.iter().enumerate() {
@@ -368,7 +403,7 @@ mod tests {
             let want = reference_ternary(&w, &x);
             for isa in Isa::available() {
                 let mut raw = vec![0i32; rows * n_tok];
-                ternary_gemm(isa, &packed, k_pad, &xp, n_tok, &mut raw);
+                ternary_gemm(isa, &packed, rows, k_pad, &xp, n_tok, &mut raw);
                 let got: Vec<i32> = (0..rows * n_tok)
                     .map(|i| raw[i] - x[i % n_tok].iter().map(|&v| i32::from(v)).sum::<i32>())
                     .collect();
@@ -392,7 +427,7 @@ mod tests {
             let xsum: i32 = i32::from(xv) * k as i32;
             for isa in Isa::available() {
                 let mut raw = [0i32];
-                ternary_gemm(isa, &packed, k_pad, &xp, 1, &mut raw);
+                ternary_gemm(isa, &packed, 1, k_pad, &xp, 1, &mut raw);
                 assert_eq!(raw[0] - xsum, i32::from(wv) * xsum, "{isa:?}");
             }
         }

@@ -64,19 +64,36 @@ fn hsum256(v: __m256i) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // Ternary, AVX-512 VNNI: one 64-byte code load per block, four shifts, four `vpdpbusd` per token.
 
-/// `R` rows × `N` tokens; `A` accumulators per (row, token) to break `vpdpbusd` latency chains.
+/// Bytes ahead of the current block that the kernels prefetch (a few KB: enough to cover DRAM
+/// latency at full bandwidth, small enough to stay in L1/L2).
+const PREFETCH_AHEAD: usize = 2048;
+
+#[inline(always)]
+fn prefetch<T>(s: &[T], off: usize) {
+    if off < s.len() {
+        // SAFETY: `off` is inside `s`; a prefetch is only a hint and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(s.as_ptr().add(off).cast()) }
+    }
+}
+
+/// `R` rows (one row group) × `N` tokens; `A` accumulators per (row, token) to break `vpdpbusd`
+/// latency chains. `w` starts at the group; its rows are interleaved per block (module docs).
 /// Per block: one 64-byte code load per row, one activation load per (shift, token), shared.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn ternary_tile_avx512<const R: usize, const N: usize, const A: usize>(
-    rows: [&[u8]; R],
+    w: &[u8],
+    blocks: usize,
     xs: [&[i8]; N],
 ) -> [[i32; N]; R] {
     let mask = _mm512_set1_epi8(3);
     let mut acc = [[[_mm512_setzero_si512(); A]; N]; R];
-    let blocks = rows[0].len() / BLOCK_BYTES;
     for b in 0..blocks {
-        let v: [__m512i; R] = std::array::from_fn(|r| load512(&rows[r][b * BLOCK_BYTES..]));
+        let base = b * R * BLOCK_BYTES;
+        for i in 0..R {
+            prefetch(w, base + PREFETCH_AHEAD + i * 64);
+        }
+        let v: [__m512i; R] = std::array::from_fn(|r| load512(&w[base + r * BLOCK_BYTES..]));
         // The shift loop is unrolled by hand so the accumulator index is a constant (a dynamic
         // index would force the accumulators out of registers).
         macro_rules! shift {
@@ -113,84 +130,87 @@ fn ternary_tile_avx512<const R: usize, const N: usize, const A: usize>(
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn ternary_rows_avx512<const R: usize>(
-    rows: [&[u8]; R],
+    w: &[u8],
     x: &[i8],
     k_pad: usize,
     n_tok: usize,
     out: &mut [i32],
 ) {
+    let blocks = k_pad / BLOCK;
     let xt = |t: usize| &x[t * k_pad..(t + 1) * k_pad];
     let mut t = 0;
     while t < n_tok {
-        let left = n_tok - t;
-        let n = left.min(4);
-        let mut put = |vals: &[[i32; 4]; R], n: usize| {
-            for r in 0..R {
-                for j in 0..n {
-                    out[r * n_tok + t + j] = vals[r][j];
-                }
-            }
-        };
+        let n = (n_tok - t).min(4);
         let mut vals = [[0i32; 4]; R];
         match n {
             1 => {
-                let o = ternary_tile_avx512::<R, 1, 2>(rows, [xt(t)]);
+                let o = ternary_tile_avx512::<R, 1, 2>(w, blocks, [xt(t)]);
                 (0..R).for_each(|r| vals[r][0] = o[r][0]);
             }
             2 => {
-                let o = ternary_tile_avx512::<R, 2, 1>(rows, [xt(t), xt(t + 1)]);
+                let o = ternary_tile_avx512::<R, 2, 1>(w, blocks, [xt(t), xt(t + 1)]);
                 (0..R).for_each(|r| vals[r][..2].copy_from_slice(&o[r]));
             }
             3 => {
-                let o = ternary_tile_avx512::<R, 3, 1>(rows, [xt(t), xt(t + 1), xt(t + 2)]);
+                let o = ternary_tile_avx512::<R, 3, 1>(w, blocks, [xt(t), xt(t + 1), xt(t + 2)]);
                 (0..R).for_each(|r| vals[r][..3].copy_from_slice(&o[r]));
             }
             _ => {
-                let o =
-                    ternary_tile_avx512::<R, 4, 1>(rows, [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)]);
+                let o = ternary_tile_avx512::<R, 4, 1>(
+                    w,
+                    blocks,
+                    [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)],
+                );
                 (0..R).for_each(|r| vals[r] = o[r]);
             }
         }
-        put(&vals, n);
+        for (r, v) in vals.iter().enumerate() {
+            out[r * n_tok + t..r * n_tok + t + n].copy_from_slice(&v[..n]);
+        }
         t += n;
     }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn ternary_gemm_avx512_impl(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+fn ternary_gemm_avx512_impl(
+    w: &[u8],
+    n_rows: usize,
+    k_pad: usize,
+    x: &[i8],
+    n_tok: usize,
+    out: &mut [i32],
+) {
     let rb = k_pad / 4;
-    let n_rows = w.len() / rb;
-    let row = |r: usize| &w[r * rb..(r + 1) * rb];
     let mut r = 0;
-    while r + 4 <= n_rows {
-        ternary_rows_avx512::<4>(
-            [row(r), row(r + 1), row(r + 2), row(r + 3)],
-            x,
-            k_pad,
-            n_tok,
-            &mut out[r * n_tok..(r + 4) * n_tok],
-        );
-        r += 4;
-    }
     while r < n_rows {
-        ternary_rows_avx512::<1>(
-            [row(r)],
-            x,
-            k_pad,
-            n_tok,
-            &mut out[r * n_tok..(r + 1) * n_tok],
-        );
-        r += 1;
+        let gr = (n_rows - r).min(super::ROW_GROUP);
+        // The group and everything after it (for prefetching across the group boundary).
+        let g = &w[r * rb..];
+        let o = &mut out[r * n_tok..(r + gr) * n_tok];
+        match gr {
+            4 => ternary_rows_avx512::<4>(g, x, k_pad, n_tok, o),
+            3 => ternary_rows_avx512::<3>(g, x, k_pad, n_tok, o),
+            2 => ternary_rows_avx512::<2>(g, x, k_pad, n_tok, o),
+            _ => ternary_rows_avx512::<1>(g, x, k_pad, n_tok, o),
+        }
+        r += gr;
     }
 }
 
-pub(super) fn ternary_gemm_avx512(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+pub(super) fn ternary_gemm_avx512(
+    w: &[u8],
+    n_rows: usize,
+    k_pad: usize,
+    x: &[i8],
+    n_tok: usize,
+    out: &mut [i32],
+) {
     assert!(
         has_avx512_vnni(),
         "AVX-512 VNNI kernel called on a CPU without it"
     );
     // SAFETY: the CPU supports avx512f, avx512bw and avx512vnni (checked above).
-    unsafe { ternary_gemm_avx512_impl(w, k_pad, x, n_tok, out) }
+    unsafe { ternary_gemm_avx512_impl(w, n_rows, k_pad, x, n_tok, out) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -199,7 +219,9 @@ pub(super) fn ternary_gemm_avx512(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize
 #[inline]
 #[target_feature(enable = "avx2")]
 fn ternary_tile_avx2<const N: usize>(
-    row: &[u8],
+    w: &[u8],
+    n_rows: usize,
+    r: usize,
     x: &[i8],
     k_pad: usize,
     t0: usize,
@@ -207,9 +229,12 @@ fn ternary_tile_avx2<const N: usize>(
 ) {
     let mask = _mm256_set1_epi8(3);
     let ones = _mm256_set1_epi16(1);
+    let rb = k_pad / 4;
     let mut acc = [_mm256_setzero_si256(); N];
     let xs: [&[i8]; N] = std::array::from_fn(|t| &x[(t0 + t) * k_pad..(t0 + t + 1) * k_pad]);
-    for (b, codes) in row.chunks_exact(BLOCK_BYTES).enumerate() {
+    for b in 0..k_pad / BLOCK {
+        let off = super::tiled_offset(n_rows, rb, r, b);
+        let codes = &w[off..off + BLOCK_BYTES];
         let mut sum16 = [_mm256_setzero_si256(); N];
         for h in 0..2 {
             let v = load256(&codes[h * 32..]);
@@ -238,26 +263,39 @@ fn ternary_tile_avx2<const N: usize>(
 }
 
 #[target_feature(enable = "avx2")]
-fn ternary_gemm_avx2_impl(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
-    let row_bytes = k_pad / 4;
-    for (row, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n_tok)) {
+fn ternary_gemm_avx2_impl(
+    w: &[u8],
+    n_rows: usize,
+    k_pad: usize,
+    x: &[i8],
+    n_tok: usize,
+    out: &mut [i32],
+) {
+    for (r, o) in out.chunks_exact_mut(n_tok).enumerate().take(n_rows) {
         let mut t = 0;
         while t < n_tok {
             match n_tok - t {
-                1 => ternary_tile_avx2::<1>(row, x, k_pad, t, o),
-                2 => ternary_tile_avx2::<2>(row, x, k_pad, t, o),
-                3 => ternary_tile_avx2::<3>(row, x, k_pad, t, o),
-                _ => ternary_tile_avx2::<4>(row, x, k_pad, t, o),
+                1 => ternary_tile_avx2::<1>(w, n_rows, r, x, k_pad, t, o),
+                2 => ternary_tile_avx2::<2>(w, n_rows, r, x, k_pad, t, o),
+                3 => ternary_tile_avx2::<3>(w, n_rows, r, x, k_pad, t, o),
+                _ => ternary_tile_avx2::<4>(w, n_rows, r, x, k_pad, t, o),
             }
             t += (n_tok - t).min(4);
         }
     }
 }
 
-pub(super) fn ternary_gemm_avx2(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+pub(super) fn ternary_gemm_avx2(
+    w: &[u8],
+    n_rows: usize,
+    k_pad: usize,
+    x: &[i8],
+    n_tok: usize,
+    out: &mut [i32],
+) {
     assert!(has_avx2(), "AVX2 kernel called on a CPU without it");
     // SAFETY: the CPU supports avx2 (checked above).
-    unsafe { ternary_gemm_avx2_impl(w, k_pad, x, n_tok, out) }
+    unsafe { ternary_gemm_avx2_impl(w, n_rows, k_pad, x, n_tok, out) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -268,6 +306,7 @@ pub(super) fn ternary_gemm_avx2(w: &[u8], k_pad: usize, x: &[i8], n_tok: usize, 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn i8_tile_avx512<const N: usize>(
     row: &[i8],
+    rest: &[i8],
     x: &[i8],
     k_pad: usize,
     t0: usize,
@@ -278,6 +317,7 @@ fn i8_tile_avx512<const N: usize>(
     let mut acc = [_mm512_setzero_si512(); N];
     let xs: [&[i8]; N] = std::array::from_fn(|t| &x[(t0 + t) * k_pad..(t0 + t + 1) * k_pad]);
     for (i, wc) in row.chunks_exact(I8_BLOCK).enumerate() {
+        prefetch(rest, i * I8_BLOCK + PREFETCH_AHEAD);
         let wv = load512_i8(wc);
         for t in 0..N {
             let a = _mm512_xor_si512(load512_i8(&xs[t][i * I8_BLOCK..]), flip);
@@ -298,19 +338,22 @@ fn i8_gemm_avx512_impl(
     n_tok: usize,
     out: &mut [i32],
 ) {
-    for ((row, o), &s) in w
+    for (ri, ((row, o), &s)) in w
         .chunks_exact(k_pad)
         .zip(out.chunks_exact_mut(n_tok))
         .zip(row_sums)
+        .enumerate()
     {
         let bias = 128 * s;
+        // This row and everything after it (prefetch runs ahead across rows).
+        let rest = &w[ri * k_pad..];
         let mut t = 0;
         while t < n_tok {
             match n_tok - t {
-                1 => i8_tile_avx512::<1>(row, x, k_pad, t, bias, o),
-                2 => i8_tile_avx512::<2>(row, x, k_pad, t, bias, o),
-                3 => i8_tile_avx512::<3>(row, x, k_pad, t, bias, o),
-                _ => i8_tile_avx512::<4>(row, x, k_pad, t, bias, o),
+                1 => i8_tile_avx512::<1>(row, rest, x, k_pad, t, bias, o),
+                2 => i8_tile_avx512::<2>(row, rest, x, k_pad, t, bias, o),
+                3 => i8_tile_avx512::<3>(row, rest, x, k_pad, t, bias, o),
+                _ => i8_tile_avx512::<4>(row, rest, x, k_pad, t, bias, o),
             }
             t += (n_tok - t).min(4);
         }

@@ -576,12 +576,12 @@ pub fn write_gguf(path: &Path, spec: &Spec, t: &Tensors, tokenizer_json: &Path) 
         o.extend(offset.to_le_bytes());
         offset += (data.len() as u64).div_ceil(32) * 32;
     }
-    while o.len() % 32 != 0 {
+    while !o.len().is_multiple_of(32) {
         o.push(0);
     }
     for (_, _, _, data) in &ts {
         o.extend(data);
-        while o.len() % 32 != 0 {
+        while !o.len().is_multiple_of(32) {
             o.push(0);
         }
     }
