@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use anyhow::Context;
 use bytes::Bytes;
 use magnet_p2p::node::NodeIdentity;
+use magnet_p2p::proto::p2p_client::P2pClient;
 use magnet_p2p::proto::storage_client::StorageClient;
 use magnet_p2p::proto::{
-    GetShardRequest, HasShardsRequest, ListManifestsRequest, PutManifestRequest, PutShardRequest,
-    ReplicateShardRequest,
+    GetShardRequest, HasShardsRequest, HeartbeatRequest, ListManifestsRequest, PeerInfo,
+    PutManifestRequest, PutShardRequest, ReplicateShardRequest,
 };
 use magnet_p2p::service::methods;
 use magnet_p2p::transport::MAX_MESSAGE_BYTES;
@@ -23,7 +24,7 @@ use crate::erasure::{self, sha256_hex, Manifest, DATA_SHARDS, TOTAL_SHARDS};
 #[derive(Clone)]
 pub struct Peers {
     identity: NodeIdentity,
-    channels: std::sync::Arc<Mutex<HashMap<String, StorageClient<Channel>>>>,
+    channels: std::sync::Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl Peers {
@@ -40,19 +41,48 @@ impl Peers {
         &self.identity
     }
 
-    async fn client(&self, addr: &str) -> anyhow::Result<StorageClient<Channel>> {
+    async fn channel(&self, addr: &str) -> anyhow::Result<Channel> {
         if let Some(c) = self.channels.lock().await.get(addr) {
             return Ok(c.clone());
         }
         let channel = self.identity.connect(addr).await?;
-        let client = StorageClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         self.channels
             .lock()
             .await
-            .insert(addr.to_string(), client.clone());
-        Ok(client)
+            .insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    async fn client(&self, addr: &str) -> anyhow::Result<StorageClient<Channel>> {
+        Ok(StorageClient::new(self.channel(addr).await?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// Signed P2p heartbeat to `addr`: announces `me`, returns the peer's own description.
+    pub async fn heartbeat(&self, addr: &str, me: PeerInfo) -> anyhow::Result<PeerInfo> {
+        let req = self.identity.signer.request(
+            methods::HEARTBEAT,
+            HeartbeatRequest {
+                self_info: Some(me),
+                known_peers: vec![],
+            },
+        )?;
+        let mut client = P2pClient::new(self.channel(addr).await?);
+        match client.heartbeat(req).await {
+            Ok(r) => r
+                .into_inner()
+                .self_info
+                .ok_or_else(|| anyhow::anyhow!("{addr}: heartbeat without self_info")),
+            Err(status) => {
+                self.forget(addr).await;
+                Err(anyhow::anyhow!(
+                    "{addr}: {}: {}",
+                    status.code(),
+                    status.message()
+                ))
+            }
+        }
     }
 
     async fn forget(&self, addr: &str) {
@@ -324,5 +354,41 @@ impl ObjectClient {
             }
         }
         counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_order_is_a_stable_permutation_that_spreads_keys() {
+        let nodes: Vec<String> = (80..86).map(|x| format!("127.0.0.{x}:7400")).collect();
+        let mut firsts = HashMap::new();
+        for k in 0..600 {
+            let key = format!("object-{k}");
+            let order = rendezvous_order(&key, nodes.iter().map(String::as_str));
+            assert_eq!(
+                order,
+                rendezvous_order(&key, nodes.iter().map(String::as_str))
+            );
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, nodes.iter().map(String::as_str).collect::<Vec<_>>());
+            *firsts.entry(order[0]).or_insert(0) += 1;
+        }
+        // Each node leads some objects (expected 100 each).
+        assert_eq!(firsts.len(), 6);
+        assert!(firsts.values().all(|&n| n > 50), "{firsts:?}");
+        // Removing a node only moves the objects it led.
+        let fewer: Vec<&str> = nodes[1..].iter().map(String::as_str).collect();
+        for k in 0..100 {
+            let key = format!("object-{k}");
+            let full = rendezvous_order(&key, nodes.iter().map(String::as_str));
+            let part = rendezvous_order(&key, fewer.iter().copied());
+            if full[0] != nodes[0] {
+                assert_eq!(full[0], part[0]);
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The repair daemon of a storage node. Every `repair_interval` (30 s by default) it
 //!
-//! 1. probes every peer (a signed `HasShards` call); a peer not heard from for `stale_after`
+//! 1. sends a signed P2p `Heartbeat` to every peer; a peer not heard from for `stale_after`
 //!    (120 s) is stale and its shards no longer count;
 //! 2. scrubs its own shards (bit rot is quarantined, so the shard counts as lost);
 //! 3. copies manifests it lacks from live peers, so every node knows every object;
@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::Bytes;
+use magnet_p2p::proto::PeerInfo;
 
 use crate::client::{rendezvous_order, Peers};
 use crate::erasure::{self, Manifest, DATA_SHARDS, TOTAL_SHARDS};
@@ -97,12 +98,19 @@ impl Daemon {
             if addr == self.self_addr {
                 continue;
             }
-            let probe = tokio::time::timeout(
-                self.cfg.stale_after.min(std::time::Duration::from_secs(5)),
-                self.peers.has_shards(&addr, vec![]),
-            );
-            if let Ok(Ok(_)) = probe.await {
-                self.last_seen.insert(addr, Instant::now());
+            let me = PeerInfo {
+                node_id: self.peers.identity().node_id.clone(),
+                addr: self.self_addr.clone(),
+                role: "storage".into(),
+                last_seen: 0,
+            };
+            let limit = self.cfg.stale_after.min(std::time::Duration::from_secs(5));
+            match tokio::time::timeout(limit, self.peers.heartbeat(&addr, me)).await {
+                Ok(Ok(_)) => {
+                    self.last_seen.insert(addr, Instant::now());
+                }
+                Ok(Err(e)) => tracing::debug!("heartbeat to {addr} failed: {e:#}"),
+                Err(_) => tracing::debug!("heartbeat to {addr} timed out"),
             }
         }
         let mut live = vec![self.self_addr.clone()];
