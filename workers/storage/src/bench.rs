@@ -209,6 +209,8 @@ pub async fn p2p(args: &P2pBenchArgs) -> anyhow::Result<()> {
         mb / fetch
     );
     handle.shutdown().await;
+    let raw = raw_tls_mb_per_s(&dirs.0, &args.listen, &payload).await?;
+    println!("same payload over a bare TLS 1.3 stream (tokio-rustls, no gRPC): {raw:.0} MB/s");
     let _ = std::fs::remove_dir_all(&dirs.0);
     let _ = std::fs::remove_dir_all(&dirs.1);
     Ok(())
@@ -218,4 +220,41 @@ fn tempfile_dir(tag: &str) -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("magnet-bench-p2p-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Baseline: the payload written through one TLS 1.3 connection with the same configs, no gRPC.
+async fn raw_tls_mb_per_s(dir: &std::path::Path, listen: &str, payload: &[u8]) -> anyhow::Result<f64> {
+    use magnet_p2p::tls::{PeerTrust, PinStore, TlsIdentity};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let identity = TlsIdentity::self_signed(dir, &[])?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await?;
+        let mut tls = acceptor.accept(tcp).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0usize;
+        loop {
+            let k = tls.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        anyhow::Ok(n)
+    });
+    let trust = PeerTrust::Tofu(std::sync::Arc::new(PinStore::in_memory()));
+    let connector = tokio_rustls::TlsConnector::from(trust.client_config(&addr.to_string())?);
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = connector.connect(name, tcp).await?;
+    let start = Instant::now();
+    tls.write_all(payload).await?;
+    tls.shutdown().await?;
+    let n = server.await??;
+    let secs = start.elapsed().as_secs_f64();
+    anyhow::ensure!(n == payload.len(), "received {n} of {} bytes", payload.len());
+    Ok(payload.len() as f64 / 1e6 / secs)
 }
