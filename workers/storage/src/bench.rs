@@ -223,7 +223,11 @@ fn tempfile_dir(tag: &str) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Baseline: the payload written through one TLS 1.3 connection with the same configs, no gRPC.
-async fn raw_tls_mb_per_s(dir: &std::path::Path, listen: &str, payload: &[u8]) -> anyhow::Result<f64> {
+async fn raw_tls_mb_per_s(
+    dir: &std::path::Path,
+    listen: &str,
+    payload: &[u8],
+) -> anyhow::Result<f64> {
     use magnet_p2p::tls::{PeerTrust, PinStore, TlsIdentity};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let identity = TlsIdentity::self_signed(dir, &[])?;
@@ -255,6 +259,10 @@ async fn raw_tls_mb_per_s(dir: &std::path::Path, listen: &str, payload: &[u8]) -
     tls.shutdown().await?;
     let n = server.await??;
     let secs = start.elapsed().as_secs_f64();
-    anyhow::ensure!(n == payload.len(), "received {n} of {} bytes", payload.len());
+    anyhow::ensure!(
+        n == payload.len(),
+        "received {n} of {} bytes",
+        payload.len()
+    );
     Ok(payload.len() as f64 / 1e6 / secs)
 }
