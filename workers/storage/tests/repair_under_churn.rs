@@ -1,7 +1,7 @@
 //! Six real storage-node processes on 127.0.0.80-85. Objects are stored; nodes are killed (one
-//! also loses its shards, another suffers bit rot) and restarted while at least four stay up. Every
-//! object must read back exactly at every step, and every shard set must be whole again (each of the
-//! 6 shards with min(3, live) live copies) within REPAIR_BOUND of each disruption.
+//! also loses its shards, another gets a flipped bit in a shard) and restarted while at least four
+//! stay up. Every object must read back exactly after each disruption, and every shard set must be
+//! whole again (each of the 6 shards with min(3, live) live copies) within REPAIR_BOUND.
 #![allow(clippy::arithmetic_side_effects)] // test data generation
 
 use std::path::PathBuf;
@@ -175,21 +175,29 @@ async fn repair_under_churn_with_six_real_processes() {
     read_all(&client, &manifests).await;
 
     // Disruption 1: kill node 0; kill node 1 and wipe its shards (disk loss, identity kept);
-    // flip a bit in every shard of node 2 (bit rot). Four stay up.
+    // flip a bit in one shard file of node 2 (bit rot). Four stay up.
     nodes[0].kill();
     nodes[1].kill();
     std::fs::remove_dir_all(nodes[1].dir.join("store")).expect("wipe");
     let shards_dir = nodes[2].dir.join("store").join("shards");
-    let mut rotted = 0;
-    for e in std::fs::read_dir(&shards_dir).expect("shards") {
-        let p = e.expect("entry").path();
-        let mut b = std::fs::read(&p).expect("read");
-        let mid = b.len() / 2;
-        b[mid] ^= 0x04;
-        std::fs::write(&p, b).expect("write");
-        rotted += 1;
-    }
-    assert!(rotted > 0);
+    let rotten = std::fs::read_dir(&shards_dir)
+        .expect("shards")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() == 64)
+        })
+        .expect("node 2 holds shards");
+    let mut b = std::fs::read(&rotten).expect("read");
+    let mid = b.len() / 2;
+    b[mid] ^= 0x04;
+    std::fs::write(&rotten, b).expect("write");
+    let rotten_id = rotten
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_string();
     let live: Vec<String> = addrs[2..].to_vec();
     read_all(&client, &manifests).await;
     let took = wait_until("whole on 4 live nodes", REPAIR_BOUND, || {
@@ -197,12 +205,26 @@ async fn repair_under_churn_with_six_real_processes() {
     })
     .await;
     eprintln!("repair after killing 2 nodes + bit rot on a third: {took:?}");
-    assert!(
-        std::fs::read_dir(nodes[2].dir.join("store").join("quarantine"))
-            .expect("q")
-            .count()
-            > 0
-    );
+    let quarantined = nodes[2]
+        .dir
+        .join("store")
+        .join("quarantine")
+        .join(&rotten_id);
+    wait_until(
+        "bit rot quarantined by node 2's scrub",
+        REPAIR_BOUND,
+        || {
+            let q = quarantined.clone();
+            async move {
+                if q.exists() {
+                    Ok(())
+                } else {
+                    Err("not yet".into())
+                }
+            }
+        },
+    )
+    .await;
     read_all(&client, &manifests).await;
 
     // Disruption 2: restart 0 and 1, then kill 3 and 4.
