@@ -193,7 +193,7 @@ impl<'a> Gguf<'a> {
             GGML_F16 => n * 2,
             GGML_TQ2_0 => {
                 ensure!(
-                    n % BLOCK == 0,
+                    n.is_multiple_of(BLOCK),
                     "tensor {name}: {n} values is not whole TQ2_0 blocks"
                 );
                 n / BLOCK * TQ2_BLOCK_BYTES

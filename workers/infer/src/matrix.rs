@@ -20,6 +20,15 @@ pub fn ternarize(w: f32, s: f32) -> i8 {
     (w / s).round().clamp(-1.0, 1.0) as i8
 }
 
+/// `f32::round` (half away from zero) as an integer, without a libm call; exact for
+/// |v| < 2^31 because `v - trunc(v)` is exact.
+#[inline]
+pub fn round_half_away(v: f32) -> i32 {
+    let i = v as i32;
+    let f = v - i as f32;
+    i + i32::from(f >= 0.5) - i32::from(f <= -0.5)
+}
+
 /// Execution context of the matmuls: worker threads and the SIMD path.
 pub struct Exec {
     pool: rayon::ThreadPool,
@@ -90,7 +99,7 @@ impl QuantActs {
             let g = xt.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-5);
             let mut s = 0i32;
             for (q, &v) in row.iter_mut().zip(xt) {
-                *q = (v * 127.0 / g).round().clamp(-128.0, 127.0) as i8;
+                *q = round_half_away(v * 127.0 / g).clamp(-128, 127) as i8;
                 s += i32::from(*q);
             }
             let dst = &mut data[t * k_pad..(t + 1) * k_pad];
@@ -130,10 +139,14 @@ fn scatter(
     out: &mut [f32],
     f: impl Fn(usize, usize, i32) -> f32,
 ) {
-    for t in 0..n_tok {
-        let o = &mut out[t * rows..(t + 1) * rows];
-        for (r, slot) in o.iter_mut().enumerate() {
-            *slot = f(r, t, raw[r * n_tok + t]);
+    // Blocked transpose: 64 rows at a time keep their `raw` cache lines in L1 across tokens.
+    const TILE: usize = 64;
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for t in 0..n_tok {
+            for r in r0..r1 {
+                out[t * rows + r] = f(r, t, raw[r * n_tok + t]);
+            }
         }
     }
 }
@@ -480,5 +493,57 @@ impl RowTable {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_half_away_matches_f32_round() {
+        let mut v = -300.0f32;
+        while v < 300.0 {
+            for x in [
+                v,
+                v + 0.5,
+                f32::from_bits(v.to_bits() + 1),
+                f32::from_bits(v.to_bits().saturating_sub(1)),
+            ] {
+                assert_eq!(round_half_away(x), x.round() as i32, "{x}");
+            }
+            v += 0.013;
+        }
+        for x in [
+            0.49999997f32,
+            -0.49999997,
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            126.5,
+            -127.5,
+        ] {
+            assert_eq!(round_half_away(x), x.round() as i32, "{x}");
+        }
+    }
+
+    #[test]
+    fn latent_weights_are_ternarized_with_the_absmean_rule() {
+        let w = [0.3f32, -0.05, 0.0, -0.9, 0.12, 0.2, -0.2, 0.01];
+        let s = absmean_scale(&w);
+        assert!((s - 0.2225).abs() < 1e-6);
+        let m = TernaryMatrix::from_latent(&w, 2, 4).unwrap();
+        assert_eq!(m.row_values(0), vec![1, 0, 0, -1]);
+        assert_eq!(m.row_values(1), vec![1, 1, -1, 0]);
+        // Fused matrices keep their rows and scales.
+        let f = TernaryMatrix::concat(vec![
+            m.clone(),
+            TernaryMatrix::from_latent(&[1.0, -1.0, 0.0, 0.0], 1, 4).unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(f.rows(), 3);
+        assert_eq!(f.row_values(2), vec![1, -1, 0, 0]);
+        assert_eq!(absmean_scale(&[0.0; 4]), 1e-5);
     }
 }

@@ -147,6 +147,29 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
+/// f32 dot product with 16 fixed partial sums combined in a fixed order: vectorisable, and the
+/// same bits whatever the SIMD width the compiler picks (the association is spelled out).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const L: usize = 16;
+    let mut acc = [0f32; L];
+    let n = a.len().min(b.len());
+    let (ca, cb) = (a[..n].chunks_exact(L), b[..n].chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..L {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    for (i, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[i] += x * y;
+    }
+    let mut s = 0f32;
+    for v in acc {
+        s += v;
+    }
+    s
+}
+
 fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     for (xt, ot) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
@@ -302,6 +325,18 @@ impl Model {
         tokens: &[u32],
         all: bool,
     ) -> anyhow::Result<Vec<Vec<f32>>> {
+        // Run the whole pass on a pool thread: the matmuls' fork-joins are then in-pool (cheap)
+        // instead of each handing work to the pool and sleeping until it is done.
+        self.exec
+            .install(|| self.forward_in_pool(session, tokens, all))
+    }
+
+    fn forward_in_pool(
+        &self,
+        session: &mut Session,
+        tokens: &[u32],
+        all: bool,
+    ) -> anyhow::Result<Vec<Vec<f32>>> {
         let cfg = &self.config;
         let n = tokens.len();
         anyhow::ensure!(n > 0, "no tokens to process");
@@ -430,7 +465,7 @@ impl Model {
                 let mut max = f32::NEG_INFINITY;
                 for j in 0..len {
                     let k = &kc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                    let s = q.iter().zip(k).fold(0f32, |a, (x, y)| a + x * y) * scale;
+                    let s = dot(q, k) * scale;
                     max = max.max(s);
                     scores.push(s);
                 }
