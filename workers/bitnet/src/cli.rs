@@ -1,4 +1,4 @@
-//! `magnet-worker` subcommands owned by magnet-bitnet: `train`, `bench-train`, `export-model`,
+//! `magnet-worker` subcommands owned by magnet-bitnet: `train`, `bench-train`, `export-model`, `score-text`,
 //! `plot-metrics`.
 
 use std::path::PathBuf;
@@ -66,6 +66,15 @@ pub enum Command {
         /// Output GGUF file (TQ2_0 projections).
         #[arg(long)]
         gguf: Option<PathBuf>,
+    },
+    /// Mean next-token loss of a text under an HF export (our burn forward, the reference).
+    ScoreText {
+        /// HF export directory (config.json, model.safetensors, tokenizer.json).
+        #[arg(long)]
+        hf: PathBuf,
+        /// Text to score.
+        #[arg(long)]
+        text: String,
     },
     /// Plot validation/training loss of runs into an SVG.
     PlotMetrics {
@@ -146,6 +155,29 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                 crate::export::export_gguf(&model, &tok, &file)?;
                 println!("wrote {}", file.display());
             }
+            Ok(())
+        }
+        Command::ScoreText { hf, text } => {
+            let device = burn::tensor::Device::flex();
+            let model = crate::export::load_hf(&hf, &device)?;
+            let tok = crate::data::load_tokenizer(&hf.join("tokenizer.json"))?;
+            let ids = tok
+                .encode(text.as_str(), false)
+                .map_err(|e| anyhow::anyhow!("tokenize: {e}"))?
+                .get_ids()
+                .to_vec();
+            println!("tokens: {ids:?}");
+            if ids.len() < 2 {
+                anyhow::bail!("need at least two tokens to score, got {}", ids.len());
+            }
+            let n = ids.len() - 1;
+            let x = crate::model::tokens_tensor(&ids[..n], 1, n, &device);
+            let y = crate::model::tokens_tensor(&ids[1..], 1, n, &device);
+            let loss = model.loss(x, y).into_scalar::<f32>();
+            println!(
+                "loss {loss:.4} nats/token over {n} predictions (uniform {:.3})",
+                (model.config.vocab_size as f64).ln()
+            );
             Ok(())
         }
         Command::PlotMetrics { runs, out, title } => {

@@ -109,6 +109,9 @@ pub struct DataManifest {
     pub vocab_size: usize,
     /// The settings used.
     pub config: DataConfig,
+    /// Seed of the document order.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 /// Errors of data preparation and loading.
@@ -336,7 +339,7 @@ pub fn prepare(cfg: &DataConfig, dir: &Path, seed: u64) -> Result<DataManifest, 
     let manifest_path = dir.join("data.json");
     if let Ok(bytes) = fs::read(&manifest_path) {
         if let Ok(m) = serde_json::from_slice::<DataManifest>(&bytes) {
-            if m.config == *cfg && dir.join("tokenizer.json").exists() {
+            if m.config == *cfg && m.seed == seed && dir.join("tokenizer.json").exists() {
                 return Ok(m);
             }
         }
@@ -393,6 +396,7 @@ pub fn prepare(cfg: &DataConfig, dir: &Path, seed: u64) -> Result<DataManifest, 
         bytes,
         vocab_size: tokenizer.get_vocab_size(true),
         config: cfg.clone(),
+        seed,
     };
     fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)
         .map_err(io(format!("write {}", manifest_path.display())))?;
