@@ -158,7 +158,7 @@ impl ShardStore {
         write_atomic(&path, &json)
     }
 
-    /// All manifests held.
+    /// All valid manifests held (damaged files are skipped with a warning).
     pub fn manifests(&self) -> Result<Vec<Manifest>, StoreError> {
         let dir = self.root.join("manifests");
         let mut out = Vec::new();
@@ -168,9 +168,14 @@ impl ShardStore {
                 continue;
             }
             let bytes = std::fs::read(&path).map_err(io(format!("read {}", path.display())))?;
-            let m: Manifest = serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::BadManifest(path.display().to_string(), e.to_string()))?;
-            out.push(m);
+            // A damaged manifest file must not stop the node from repairing every other object.
+            match serde_json::from_slice::<Manifest>(&bytes) {
+                Ok(m) if m.validate().is_ok() && is_hex_id(&m.object_id) => out.push(m),
+                Ok(_) => tracing::warn!(path = %path.display(), "invalid manifest skipped"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "unreadable manifest skipped: {e}")
+                }
+            }
         }
         out.sort_by(|a, b| a.object_id.cmp(&b.object_id));
         Ok(out)
@@ -202,6 +207,17 @@ mod tests {
             store.put(&r.id, s).expect("put");
         }
         store.put_manifest(&manifest).expect("manifest");
+        assert_eq!(store.manifests().expect("list"), vec![manifest.clone()]);
+        // A damaged manifest file is skipped, not fatal.
+        std::fs::write(
+            dir.path().join("manifests").join("bad.json"),
+            b"{\"object_id\": 1",
+        )
+        .expect("write");
+        let mut short = manifest.clone();
+        short.shards.truncate(2);
+        let short_json = serde_json::to_vec(&short).expect("json");
+        std::fs::write(dir.path().join("manifests").join("short.json"), short_json).expect("write");
         assert_eq!(store.manifests().expect("list"), vec![manifest.clone()]);
         assert_eq!(store.list().expect("list").len(), 6);
         let id = &manifest.shards[2].id;
