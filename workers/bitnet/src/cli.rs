@@ -195,7 +195,28 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                 .with_context(|| format!("write {}", out.display()))?;
             for c in &curves {
                 let v = c.val.last().map(|p| p.1);
-                println!("{}: final val {:?}, test {:?}", c.label, v, c.test);
+                println!(
+                    "{}: last val {:?} at {:?} tokens, test {:?}",
+                    c.label,
+                    v,
+                    c.val.last().map(|p| p.0),
+                    c.test
+                );
+            }
+            // Gap of every run to the first one at the largest token count both validated at.
+            if let Some((first, rest)) = curves.split_first() {
+                for c in rest {
+                    let common =
+                        first.val.iter().rev().find_map(|a| {
+                            c.val.iter().find(|b| b.0 == a.0).map(|b| (a.0, a.1, b.1))
+                        });
+                    if let Some((tokens, a, b)) = common {
+                        println!(
+                            "at {tokens} tokens: {} val {a:.4}, {} val {b:.4}, gap {:+.4} nats ({:+.2}%)",
+                            first.label, c.label, a - b, (a - b) / b * 100.0
+                        );
+                    }
+                }
             }
             println!("wrote {}", out.display());
             Ok(())
