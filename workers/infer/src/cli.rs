@@ -196,18 +196,21 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             let t = std::time::Instant::now();
             let g = m.generate(&ids, max_tokens, &params, |tok| {
                 toks.push(tok);
-                // Print the newly completed text (decoding the whole tail keeps multi-byte runes whole).
+                // Print newly completed text; hold back an incomplete UTF-8 sequence (U+FFFD).
                 if let Ok(text) = m.decode(&toks) {
-                    if let Some(new) = text.strip_prefix(shown.as_str()) {
-                        let _ = write!(out, "{new}");
-                        let _ = out.flush();
+                    if !text.ends_with('\u{FFFD}') {
+                        if let Some(new) = text.strip_prefix(shown.as_str()) {
+                            let _ = write!(out, "{new}");
+                            let _ = out.flush();
+                            shown = text;
+                        }
                     }
-                    shown = text;
                 }
                 true
             })?;
             let dt = t.elapsed().as_secs_f64();
-            writeln!(out)?;
+            let text = m.decode(&g.tokens)?;
+            writeln!(out, "{}", text.strip_prefix(shown.as_str()).unwrap_or(""))?;
             eprintln!(
                 "[{} tokens, finish: {}, {:.1} tok/s incl. prefill of {} tokens]",
                 g.tokens.len(),

@@ -168,16 +168,23 @@ fn engine_loop(model: Model, rx: std::sync::mpsc::Receiver<Job>, metrics: Arc<Me
         let result = model.generate(&job.prompt, job.max_tokens, &job.params, |tok| {
             toks.push(tok);
             let text = model.decode(&toks).unwrap_or_default();
-            // Emit only whole new text; a partial UTF-8 sequence shows up once completed.
-            let delta = text.strip_prefix(shown.as_str()).map(str::to_string);
-            if let Some(delta) = delta {
-                shown = text;
-                if updates.send(Update::Text(delta)).is_err() {
-                    return false; // client went away
+            // Hold text back while it ends in an incomplete UTF-8 sequence (decoded as U+FFFD);
+            // it is sent once a later token completes it, or at the end.
+            if !text.ends_with('\u{FFFD}') {
+                if let Some(delta) = text.strip_prefix(shown.as_str()) {
+                    if !delta.is_empty() && updates.send(Update::Text(delta.to_string())).is_err() {
+                        return false; // client went away
+                    }
+                    shown = text;
                 }
             }
             true
         });
+        if let Ok(text) = model.decode(&toks) {
+            if let Some(rest) = text.strip_prefix(shown.as_str()).filter(|r| !r.is_empty()) {
+                let _ = job.updates.send(Update::Text(rest.to_string()));
+            }
+        }
         metrics
             .generation_micros
             .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
