@@ -102,8 +102,10 @@ pub struct Model {
 
 /// KV cache and position of one sequence.
 pub struct Session {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    /// `[layer][kv_head]` → `[position][head_dim]`: each head's history is contiguous, so
+    /// attention streams it sequentially.
+    k: Vec<Vec<Vec<f32>>>,
+    v: Vec<Vec<Vec<f32>>>,
     pos: usize,
 }
 
@@ -304,9 +306,10 @@ impl Model {
     /// Empty KV cache.
     pub fn new_session(&self) -> Session {
         let n = self.config.num_hidden_layers;
+        let kvh = self.config.kv_heads();
         Session {
-            k: vec![Vec::new(); n],
-            v: vec![Vec::new(); n],
+            k: vec![vec![Vec::new(); kvh]; n],
+            v: vec![vec![Vec::new(); kvh]; n],
             pos: 0,
         }
     }
@@ -402,8 +405,10 @@ impl Model {
                 let (k, v) = rest.split_at_mut(kv_dim);
                 rope(q, t);
                 rope(k, t);
-                session.k[li].extend_from_slice(k);
-                session.v[li].extend_from_slice(v);
+                for (h, (kh, vh)) in k.chunks_exact(hd).zip(v.chunks_exact(hd)).enumerate() {
+                    session.k[li][h].extend_from_slice(kh);
+                    session.v[li][h].extend_from_slice(vh);
+                }
             }
             self.attention(&session.k[li], &session.v[li], &qkv, pos0, &mut attn);
             layer.o.matmul(
@@ -447,7 +452,14 @@ impl Model {
 
     /// Causal GQA attention of the `n` new queries (inside `qkv` rows) over the cache; one task
     /// per (token, head), each a sequential f32 computation (same bits for any thread count).
-    fn attention(&self, kc: &[f32], vc: &[f32], qkv: &[f32], pos0: usize, out: &mut [f32]) {
+    fn attention(
+        &self,
+        kc: &[Vec<f32>],
+        vc: &[Vec<f32>],
+        qkv: &[f32],
+        pos0: usize,
+        out: &mut [f32],
+    ) {
         let cfg = &self.config;
         let hd = cfg.head_dim();
         let n_heads = cfg.num_attention_heads;
@@ -464,7 +476,7 @@ impl Model {
                 let mut scores = Vec::with_capacity(len);
                 let mut max = f32::NEG_INFINITY;
                 for j in 0..len {
-                    let k = &kc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                    let k = &kc[kvh][j * hd..(j + 1) * hd];
                     let s = dot(q, k) * scale;
                     max = max.max(s);
                     scores.push(s);
@@ -476,7 +488,7 @@ impl Model {
                 }
                 o.fill(0.0);
                 for (j, p) in scores.iter().enumerate() {
-                    let v = &vc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                    let v = &vc[kvh][j * hd..(j + 1) * hd];
                     let w = p / sum;
                     o.iter_mut().zip(v).for_each(|(a, b)| *a += w * b);
                 }
