@@ -28,7 +28,7 @@ from llama_cpp import Llama
 path, prompt = sys.argv[1], sys.argv[2]
 print(f"llama-cpp-python {llama_cpp.__version__}")
 llm = Llama(model_path=path, n_ctx=256, n_threads=2, logits_all=True, verbose=False)
-print(f"loaded {path}: n_vocab={llm.n_vocab()} n_ctx_train={llm.n_ctx_train()} n_embd={llm.n_embd()}")
+print(f"loaded {path}: n_vocab={llm.n_vocab()} n_ctx={llm.n_ctx()} n_embd={llm.n_embd()}")
 toks = llm.tokenize(prompt.encode(), add_bos=False, special=False)
 print(f"prompt tokens: {toks}")
 # Perplexity of the prompt under llama.cpp: a finite value well below ln(vocab) means the ternary

@@ -249,7 +249,8 @@ pub fn gguf_tokenizer_metadata(
         .collect();
     Ok(vec![
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::String("default".into())),
+        // "gpt-2" selects the GPT-2 pre-tokenizer regex in llama.cpp, the one HF ByteLevel uses.
+        ("tokenizer.ggml.pre".into(), Value::String("gpt-2".into())),
         (
             "tokenizer.ggml.tokens".into(),
             Value::Array(tokens.into_iter().map(Value::String).collect()),

@@ -151,6 +151,10 @@ fn gguf_parses_back_with_every_field_and_weight() {
         g.get("tokenizer.ggml.model"),
         Some(&Value::String("gpt2".into()))
     );
+    assert_eq!(
+        g.get("tokenizer.ggml.pre"),
+        Some(&Value::String("gpt-2".into()))
+    );
     let tokenizer = tokenizers::Tokenizer::from_file(&tok_path).expect("tokenizer");
     match g.get("tokenizer.ggml.tokens") {
         Some(Value::Array(t)) => {
