@@ -67,6 +67,28 @@ pub enum Command {
         #[arg(long)]
         gguf: Option<PathBuf>,
     },
+    /// Mean loss of a checkpoint over consecutive windows of a data split (more batches than the
+    /// in-training validation uses).
+    EvalSplit {
+        /// checkpoint.safetensors written by `train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Directory with the token shards (the run's `data_dir`).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// val or test.
+        #[arg(long, value_enum, default_value_t = crate::data::Split::Val)]
+        split: crate::data::Split,
+        /// Sequences per batch.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Tokens per sequence.
+        #[arg(long, default_value_t = 128)]
+        seq: usize,
+        /// Batches (default: the whole split once).
+        #[arg(long)]
+        batches: Option<u64>,
+    },
     /// Mean next-token loss of a text under an HF export (our burn forward, the reference).
     ScoreText {
         /// HF export directory (config.json, model.safetensors, tokenizer.json).
@@ -155,6 +177,37 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                 crate::export::export_gguf(&model, &tok, &file)?;
                 println!("wrote {}", file.display());
             }
+            Ok(())
+        }
+        Command::EvalSplit {
+            checkpoint,
+            data_dir,
+            split,
+            batch,
+            seq,
+            batches,
+        } => {
+            let device = burn::tensor::Device::flex();
+            let model = load_checkpoint_model(&checkpoint, &device)?;
+            let shards = crate::data::TokenShards::open(&data_dir, split)?;
+            let whole = shards.len() / ((batch * (seq + 1)) as u64);
+            let n = batches.unwrap_or(whole).clamp(1, whole.max(1));
+            let mut total = 0.0f64;
+            for i in 0..n {
+                let (x, y) = shards.eval_batch(batch, seq, i)?;
+                let loss = model.loss(
+                    crate::model::tokens_tensor(&x, batch, seq, &device),
+                    crate::model::tokens_tensor(&y, batch, seq, &device),
+                );
+                total += f64::from(loss.into_scalar::<f32>());
+            }
+            let mean = total / n as f64;
+            println!(
+                "{} {:?} loss {mean:.4} nats/token over {} tokens ({n} batches of {batch}x{seq})",
+                checkpoint.display(),
+                split,
+                n * (batch * seq) as u64
+            );
             Ok(())
         }
         Command::ScoreText { hf, text } => {

@@ -72,7 +72,9 @@ impl Default for DataConfig {
 }
 
 /// One split of the corpus.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Split {
     /// Training documents.

@@ -195,12 +195,13 @@ impl TrainConfig {
                 "warmup_frac + stable_frac + decay_frac must be fractions summing to 1, got {fr:?}"
             );
         }
-        if !(self.lr > 0.0) || !(0.0..=1.0).contains(&self.min_lr_ratio) {
+        if self.lr.is_nan() || self.lr <= 0.0 || !(0.0..=1.0).contains(&self.min_lr_ratio) {
             bail!("lr must be > 0 and min_lr_ratio in [0, 1]");
         }
         if !(0.0..1.0).contains(&self.beta1)
             || !(0.0..1.0).contains(&self.beta2)
-            || !(self.eps > 0.0)
+            || self.eps.is_nan()
+            || self.eps <= 0.0
         {
             bail!("betas must be in [0, 1) and eps > 0");
         }

@@ -1,6 +1,8 @@
 //! Hugging Face export → reload is bit-exact; the GGUF file parses back with every header field
 //! and every dequantized weight as intended.
 
+#![allow(clippy::arithmetic_side_effects)]
+
 use std::path::Path;
 
 use burn::tensor::Device;

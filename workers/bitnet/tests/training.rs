@@ -1,5 +1,7 @@
 //! Training loop: loss falls on `tiny`, resume is bit-exact, schedules have the documented shape.
 
+#![allow(clippy::arithmetic_side_effects)]
+
 use std::path::Path;
 
 use magnet_bitnet::checkpoint::TensorFile;
