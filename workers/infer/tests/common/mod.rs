@@ -134,7 +134,9 @@ pub fn write_checkpoint(dir: &Path, spec: &Spec, seed: u64) -> (serde_json::Valu
             format!("{p}.self_attn.q_proj.weight"),
             spec.hidden,
             spec.hidden,
-            0.05,
+            // Large enough that attention is peaked (scores of order 10), so that a wrong q/k
+            // row order or RoPE layout changes the logits.
+            0.6,
         );
         mat(
             &mut t,
@@ -142,7 +144,9 @@ pub fn write_checkpoint(dir: &Path, spec: &Spec, seed: u64) -> (serde_json::Valu
             format!("{p}.self_attn.k_proj.weight"),
             kv,
             spec.hidden,
-            0.05,
+            // Large enough that attention is peaked (scores of order 10), so that a wrong q/k
+            // row order or RoPE layout changes the logits.
+            0.6,
         );
         mat(
             &mut t,
