@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds magnetd, brings up a 4-validator
-# localnet (4 CometBFT + 4 magnetd processes on 127.0.0.2-5), sends real signed
-# bank transfers through it and shows every node agreeing on balances and app hash.
+# The main job: installs what is missing, builds magnetd and magnet-worker, brings up
+# a 4-validator localnet (4 CometBFT + 4 magnetd processes on 127.0.0.2-5, 60 s epochs),
+# sends real signed bank transfers through it, then runs two workers that register,
+# train tiny BitNet models, post their compute, commit-reveal their test loss, collect
+# epoch rewards and serve a model (localnet/workers.sh); and shows every node agreeing
+# on balances and app hash.
 # Runs until Ctrl-C (or for LOCALNET_DURATION seconds), then stops every process.
 #   localnet/run.sh [DIR]
 set -euo pipefail
@@ -9,13 +12,15 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 source scripts/env.sh
 bash scripts/setup.sh
-cargo build --locked --bin magnetd
+cargo build --locked --bin magnetd --bin magnet-worker
 export MAGNETD_BIN="$CARGO_TARGET_DIR/debug/magnetd"
+export MAGNET_WORKER_BIN="$CARGO_TARGET_DIR/debug/magnet-worker"
 export COMETBFT_BIN="$(command -v cometbft)"
 dir="${1:-$root/localnet/.run}"
 n=4
-bash localnet/setup.sh "$dir" "$n" 4
-trap 'bash "$root/localnet/stop.sh" "$dir"; echo "localnet: stopped"' EXIT INT TERM
+LOCALNET_COMPUTE_PARAMS='{"epoch_length_secs":60,"commit_window_secs":15,"reveal_window_secs":15}' \
+  bash localnet/setup.sh "$dir" "$n" 4
+trap 'kill "$(cat "$dir/worker0/serve.pid" 2>/dev/null)" 2>/dev/null; bash "$root/localnet/stop.sh" "$dir"; echo "localnet: stopped"' EXIT INT TERM
 bash localnet/start.sh "$dir"
 nodes=(); for i in $(seq 0 $((n-1))); do nodes+=("tcp://127.0.0.$((2+i)):26657"); done
 md() { "$MAGNETD_BIN" "$@"; }
@@ -31,6 +36,12 @@ for i in 0 1 2; do
 done
 echo "localnet: balance of user1 on every node"
 for nd in "${nodes[@]}"; do echo "  $nd: $(md query bank balances "$to" --node "$nd" -o json)"; done
+bash localnet/workers.sh "$dir" "${nodes[1]}" "${nodes[2]}"
+for i in 2 3; do
+  a="$(md keys show "user$i" -a --home "$dir/client")"
+  echo "localnet: worker user$i on every node:"
+  for nd in "${nodes[@]}"; do echo "  $nd: $(md query bank balances "$a" --node "$nd" -o json)"; done
+done
 
 end=$(( $(date +%s) + ${LOCALNET_DURATION:-1000000000} ))
 while [ "$(date +%s)" -lt "$end" ]; do
