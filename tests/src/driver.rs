@@ -97,6 +97,12 @@ impl Chain {
         r.tx_results
     }
 
+    /// Counts a tx signed with [`Chain::tx`] that the caller will get included itself.
+    pub fn bump_sequence(&mut self, n: u8) {
+        let s = self.seq.entry(n).or_insert(0);
+        *s = s.saturating_add(1);
+    }
+
     /// Runs one tx in its own block 5 s later; bumps the sequence when it succeeded.
     pub async fn run<M: Message>(&mut self, n: u8, type_url: &str, msg: &M) -> ExecTxResult {
         let tx = self.tx(n, type_url, msg);

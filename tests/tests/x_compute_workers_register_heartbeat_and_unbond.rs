@@ -7,21 +7,17 @@
 #![allow(clippy::arithmetic_side_effects, clippy::unwrap_used)]
 
 use bytes::Bytes;
-use cnidarium::TempStorage;
-use cosmrs::crypto::secp256k1::SigningKey;
-use magnet_chain::client::{GasSettings, TxSigner};
+use magnet_chain::client::GasSettings;
 use magnet_chain::compute::{self, codes, BONDED_POOL};
-use magnet_chain::genesis::{AppGenesis, GenesisAccount, GenesisCoin};
 use magnet_chain::tx::{
     MSG_BEGIN_UNBOND_TYPE_URL, MSG_HEARTBEAT_TYPE_URL, MSG_REGISTER_WORKER_TYPE_URL,
 };
-use magnet_chain::{auth, bank, App};
+use magnet_chain::{auth, bank};
 use magnet_e2e::abci;
+use magnet_e2e::driver::{address, funded_genesis, key, Chain};
 use magnet_proto::magnet::compute::v1::{
     HardwareProfile, MsgBeginUnbond, MsgHeartbeat, MsgRegisterWorker,
 };
-use prost::Message;
-use tendermint::abci::types::ExecTxResult;
 use tendermint::v0_38::abci::request;
 
 const CHAIN_ID: &str = "magnet-compute-1";
@@ -29,106 +25,19 @@ const FUNDS: u128 = 1_000_000_000_000;
 const GENESIS_TIME: i64 = 1_700_000_000;
 const UNBONDING_DELAY: u64 = 600;
 
-fn key(n: u8) -> SigningKey {
-    SigningKey::from_slice(&[n; 32]).expect("secret")
-}
-fn address(n: u8) -> String {
-    key(n)
-        .public_key()
-        .account_id("magnet")
-        .expect("address")
-        .to_string()
-}
-
-struct Chain {
-    _storage: TempStorage,
-    app: App,
-    height: u64,
-    now: i64,
-    seq: [u64; 8],
+/// The in-process chain of these tests: four funded accounts, a short unbonding delay.
+async fn new_chain() -> Chain {
+    let mut g = funded_genesis(4, FUNDS);
+    g.compute.unbonding_delay_secs = UNBONDING_DELAY;
+    // A disputed worker must stay slashable: windows fit inside the unbonding delay.
+    g.compute.dispute_window_secs = 300;
+    g.compute.data_challenge_window_secs = 300;
+    Chain::new(CHAIN_ID, GENESIS_TIME, &g).await
 }
 
-impl Chain {
-    async fn new() -> Chain {
-        let storage = TempStorage::new().await.expect("storage");
-        let mut app = App::new((*storage).clone());
-        let mut g = AppGenesis {
-            accounts: (1..=4)
-                .map(|n| GenesisAccount {
-                    address: address(n),
-                    coins: vec![GenesisCoin {
-                        denom: "umag".into(),
-                        amount: FUNDS.to_string(),
-                    }],
-                })
-                .collect(),
-            ..Default::default()
-        };
-        g.compute.unbonding_delay_secs = UNBONDING_DELAY;
-        // A disputed worker must stay slashable: windows fit inside the unbonding delay.
-        g.compute.dispute_window_secs = 300;
-        g.compute.data_challenge_window_secs = 300;
-        app.init_chain(abci::init_chain_request(CHAIN_ID, GENESIS_TIME, &g))
-            .await
-            .expect("init");
-        Chain {
-            _storage: storage,
-            app,
-            height: 0,
-            now: GENESIS_TIME,
-            seq: [0; 8],
-        }
-    }
-
-    /// Signs one message by account `n` (account number n-1).
-    fn tx<M: Message>(&mut self, n: u8, type_url: &str, msg: &M) -> Vec<u8> {
-        let i = usize::from(n);
-        let mut s = TxSigner::new(key(n), CHAIN_ID, u64::from(n) - 1, self.seq[i]).expect("signer");
-        let any = cosmrs::Any {
-            type_url: type_url.into(),
-            value: msg.encode_to_vec(),
-        };
-        s.sign_msgs(vec![any], "", GasSettings::default())
-            .expect("sign")
-    }
-
-    async fn block(&mut self, dt: i64, txs: Vec<Vec<u8>>) -> Vec<ExecTxResult> {
-        self.height += 1;
-        self.now += dt;
-        let r = self
-            .app
-            .finalize_block(abci::finalize_request(
-                self.height,
-                self.now,
-                txs.into_iter().map(Bytes::from).collect(),
-            ))
-            .await
-            .expect("finalize");
-        self.app.commit().await.expect("commit");
-        r.tx_results
-    }
-
-    /// Runs one tx in its own block; bumps the local sequence when it succeeded.
-    async fn run<M: Message>(&mut self, n: u8, type_url: &str, msg: &M) -> ExecTxResult {
-        let tx = self.tx(n, type_url, msg);
-        let r = self.block(5, vec![tx]).await.remove(0);
-        if r.code.is_ok() {
-            self.seq[usize::from(n)] += 1;
-        }
-        r
-    }
-
-    /// Registers a worker and asserts it was accepted.
-    async fn register_ok(&mut self, n: u8, msg: MsgRegisterWorker) {
-        let r = self.run(n, MSG_REGISTER_WORKER_TYPE_URL, &msg).await;
-        assert_eq!(r.code.value(), 0, "{}", r.log);
-    }
-
-    async fn balance(&self, addr: &str) -> u128 {
-        bank::balance(&self.app.storage().latest_snapshot(), addr, "umag")
-            .await
-            .unwrap()
-    }
+/// Registers a worker and asserts it was accepted.
+async fn register_ok(c: &mut Chain, n: u8, msg: MsgRegisterWorker) {
+    c.ok(n, MSG_REGISTER_WORKER_TYPE_URL, &msg).await;
 }
 
 fn register(n: u8, tier: &str, bond: u128, hw: HardwareProfile) -> MsgRegisterWorker {
@@ -153,7 +62,7 @@ fn good_ssd() -> HardwareProfile {
 
 #[tokio::test]
 async fn x_compute_workers_register_heartbeat_and_unbond() {
-    let mut c = Chain::new().await;
+    let mut c = new_chain().await;
     let p = compute::params(&c.app.storage().latest_snapshot())
         .await
         .unwrap();
@@ -162,7 +71,8 @@ async fn x_compute_workers_register_heartbeat_and_unbond() {
     let fee = GasSettings::default().fee;
 
     // A valid gpu_compute registration moves exactly the bond (+ fee) and binds the node id.
-    c.register_ok(
+    register_ok(
+        &mut c,
         1,
         register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
     )
@@ -237,8 +147,7 @@ async fn x_compute_workers_register_heartbeat_and_unbond() {
         ssd_blocks_tested: 1000,
         ..Default::default()
     };
-    c.register_ok(2, register(2, "storage_node", storage_min, slow))
-        .await;
+    register_ok(&mut c, 2, register(2, "storage_node", storage_min, slow)).await;
     let w2 = compute::worker(&c.app.storage().latest_snapshot(), &address(2))
         .await
         .unwrap()
@@ -247,8 +156,12 @@ async fn x_compute_workers_register_heartbeat_and_unbond() {
         (w2.requested_tier.as_str(), w2.tier.as_str()),
         ("storage_node", "mobile_light")
     );
-    c.register_ok(3, register(3, "storage_node", storage_min, good_ssd()))
-        .await;
+    register_ok(
+        &mut c,
+        3,
+        register(3, "storage_node", storage_min, good_ssd()),
+    )
+    .await;
     let w3 = compute::worker(&c.app.storage().latest_snapshot(), &address(3))
         .await
         .unwrap()
@@ -360,19 +273,19 @@ fn contribution(
 #[tokio::test]
 async fn x_compute_epochs_settle_rewards_by_tier_and_contribution() {
     use magnet_chain::tx::MSG_SUBMIT_CONTRIBUTION_TYPE_URL as SUBMIT;
-    let mut c = Chain::new().await;
+    let mut c = new_chain().await;
     let p = compute::params(&c.app.storage().latest_snapshot())
         .await
         .unwrap();
     let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
     let orch_min = *p.min_bond.get(magnet_x_compute::Tier::Orchestrator);
-    c.register_ok(
+    register_ok(
+        &mut c,
         1,
         register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
     )
     .await;
-    c.register_ok(2, register(2, "orchestrator", orch_min, good_ssd()))
-        .await;
+    register_ok(&mut c, 2, register(2, "orchestrator", orch_min, good_ssd())).await;
 
     // Refusals: unregistered worker, malformed checkpoint hash, zero steps.
     let r = c.run(3, SUBMIT, &contribution(3, 10, 10)).await;
@@ -516,13 +429,14 @@ async fn x_compute_commit_reveal_windows_and_slashing() {
         MSG_COMMIT_RESULT_TYPE_URL as COMMIT, MSG_REVEAL_RESULT_TYPE_URL as REVEAL,
     };
     use magnet_proto::magnet::compute::v1::{MsgCommitResult, MsgRevealResult};
-    let mut c = Chain::new().await;
+    let mut c = new_chain().await;
     let p = compute::params(&c.app.storage().latest_snapshot())
         .await
         .unwrap();
     let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
     for n in 1..=3u8 {
-        c.register_ok(
+        register_ok(
+            &mut c,
             n,
             register(n, "gpu_compute", gpu_min, HardwareProfile::default()),
         )
@@ -645,7 +559,7 @@ async fn x_compute_commit_reveal_windows_and_slashing() {
                 }],
             },
         );
-        c.seq[4] += 1;
+        c.bump_sequence(4);
         spam.push(tx.into());
     }
     let late_commit = MsgCommitResult {
@@ -688,12 +602,13 @@ async fn x_compute_commit_reveal_windows_and_slashing() {
 async fn x_compute_x402_revenue_is_split_and_burned_exactly() {
     use magnet_chain::tx::MSG_SETTLE_INFERENCE_TYPE_URL as SETTLE;
     use magnet_proto::magnet::compute::v1::{ContributorWeight, MsgSettleInference};
-    let mut c = Chain::new().await;
+    let mut c = new_chain().await;
     let p = compute::params(&c.app.storage().latest_snapshot())
         .await
         .unwrap();
     let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
-    c.register_ok(
+    register_ok(
+        &mut c,
         1,
         register(1, "gpu_compute", gpu_min, HardwareProfile::default()),
     )
@@ -792,13 +707,14 @@ async fn x_compute_diloco_rounds_pick_the_leader_and_record_gradients() {
         MSG_SUBMIT_GRADIENT_TYPE_URL as GRAD,
     };
     use magnet_proto::magnet::compute::v1::{MsgFinalizeRound, MsgOpenRound, MsgSubmitGradient};
-    let mut c = Chain::new().await;
+    let mut c = new_chain().await;
     let p = compute::params(&c.app.storage().latest_snapshot())
         .await
         .unwrap();
     let gpu_min = *p.min_bond.get(magnet_x_compute::Tier::GpuCompute);
     for n in 1..=3u8 {
-        c.register_ok(
+        register_ok(
+            &mut c,
             n,
             register(n, "gpu_compute", gpu_min, HardwareProfile::default()),
         )
