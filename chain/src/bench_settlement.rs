@@ -120,23 +120,7 @@ pub async fn run(args: SettlementArgs, json: bool) -> Result<()> {
     app.init_chain(request::InitChain {
         time: time(T0)?,
         chain_id: CHAIN_ID.into(),
-        consensus_params: tendermint::consensus::Params {
-            block: tendermint::block::Size {
-                max_bytes: 22_020_096,
-                max_gas: -1,
-                time_iota_ms: 1_000,
-            },
-            evidence: tendermint::evidence::Params {
-                max_age_num_blocks: 100_000,
-                max_age_duration: tendermint::evidence::Duration(Duration::from_secs(172_800)),
-                max_bytes: 1_048_576,
-            },
-            validator: tendermint::consensus::params::ValidatorParams {
-                pub_key_types: vec![tendermint::public_key::Algorithm::Ed25519],
-            },
-            version: None,
-            abci: Default::default(),
-        },
+        consensus_params: magnet_chain::params::cometbft_default_consensus_params(),
         validators: vec![],
         app_state_bytes: serde_json::to_vec(&g)?.into(),
         initial_height: 1u32.into(),

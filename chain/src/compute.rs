@@ -181,7 +181,9 @@ pub async fn heartbeat<S: StateRead + StateWrite>(
             ("node_id", w.node_id.clone()).index(),
         ],
     )];
-    events.extend(claim_rewards(state, owner).await?);
+    // The worker record is at hand: collect without reading it again.
+    let e = epoch(state).await?;
+    events.extend(crate::rewards::claim(state, owner, w.tier.parse()?, e.index).await?);
     Ok(events)
 }
 
@@ -218,9 +220,10 @@ pub async fn begin_unbond<S: StateRead + StateWrite>(
         .checked_add(delay)
         .ok_or_else(|| TxError::Overflow("unbonding completion time overflows".into()))?;
     // Settled epochs are paid out; the running epoch's contribution is forfeited.
-    let mut events = claim_rewards(state, owner).await?;
+    let tier: Tier = w.tier.parse()?;
     let e = epoch(state).await?;
-    crate::rewards::set_units(state, e.index, owner, w.tier.parse()?, 0, &p).await?;
+    let mut events = crate::rewards::claim(state, owner, tier, e.index).await?;
+    crate::rewards::set_units(state, e.index, owner, tier, 0, &p).await?;
     w.unbonding = true;
     w.unbond_complete_time = complete;
     put_worker(state, &w);
@@ -486,11 +489,7 @@ pub async fn maybe_settle_epoch<S: StateRead + StateWrite>(
     if released > 0 {
         bank::mint(state, &rewards_addr, BOND_DENOM, released).await?;
     }
-    let carried_in: u128 = get_json::<_, String>(state, state_key::compute::carry())
-        .await?
-        .unwrap_or_default()
-        .parse()
-        .unwrap_or(0);
+    let carried_in = crate::rewards::carry(state).await?;
     let pool = released
         .checked_add(carried_in)
         .ok_or_else(|| TxError::Overflow("epoch pool exceeds 2^128".into()))?;

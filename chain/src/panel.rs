@@ -550,6 +550,7 @@ pub async fn challenge<S: StateRead + StateWrite>(
             "expected at least one notary to adjudicate, the panel is empty".into(),
         ));
     }
+    let mut challenged_data: Option<DataRecord> = None;
     let mut frozen_units = 0u128;
     let (target, accused) = match m.kind.as_str() {
         "data" => {
@@ -566,9 +567,10 @@ pub async fn challenge<S: StateRead + StateWrite>(
                     rec.challenge_end, rec.status, ctx.time
                 )));
             }
-            rec.status = "challenged".into();
             let owner = rec.owner.clone();
-            put_json(state, key::data(&hash), &rec)?;
+            rec.status = "challenged".into();
+            // Written once, with the dispute id, after every check has passed.
+            challenged_data = Some(rec);
             (hash, owner)
         }
         "contribution" => {
@@ -671,11 +673,9 @@ pub async fn challenge<S: StateRead + StateWrite>(
         status: "open".into(),
         slashed: "0".into(),
     };
-    if m.kind == "data" {
-        if let Some(mut rec) = data_record(state, &target).await? {
-            rec.dispute_id = Some(id);
-            put_json(state, key::data(&target), &rec)?;
-        }
+    if let Some(mut rec) = challenged_data {
+        rec.dispute_id = Some(id);
+        put_json(state, key::data(&target), &rec)?;
     }
     put_json(state, key::dispute(id), &d)?;
     put_json(state, open_key, &id)?;

@@ -94,6 +94,29 @@ impl ChainParams {
     }
 }
 
+/// CometBFT's default consensus params (Ed25519 validators, 21 MiB blocks).
+pub fn cometbft_default_consensus_params() -> tendermint::consensus::Params {
+    tendermint::consensus::Params {
+        block: tendermint::block::Size {
+            max_bytes: 22_020_096,
+            max_gas: -1,
+            time_iota_ms: 1_000,
+        },
+        evidence: tendermint::evidence::Params {
+            max_age_num_blocks: 100_000,
+            max_age_duration: tendermint::evidence::Duration(std::time::Duration::from_secs(
+                172_800,
+            )),
+            max_bytes: 1_048_576,
+        },
+        validator: tendermint::consensus::params::ValidatorParams {
+            pub_key_types: vec![tendermint::public_key::Algorithm::Ed25519],
+        },
+        version: Some(tendermint::consensus::params::VersionParams { app: 1 }),
+        abci: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -177,6 +177,15 @@ pub async fn settle<S: StateRead + StateWrite>(
     Ok((0, 0, 0))
 }
 
+/// Rewards already minted and waiting for the next settlement's pool.
+pub async fn carry<S: StateRead>(state: &S) -> TxResult<u128> {
+    Ok(get_json::<_, String>(state, state_key::compute::carry())
+        .await?
+        .map(|s| parse(&s))
+        .transpose()?
+        .unwrap_or(0))
+}
+
 /// Carries (adds to the carry key) or burns `amount` held by the rewards pool.
 async fn dispose<S: StateRead + StateWrite>(
     state: &mut S,
@@ -185,12 +194,8 @@ async fn dispose<S: StateRead + StateWrite>(
 ) -> TxResult<(u128, u128)> {
     match policy {
         RemainderPolicy::Carry => {
-            let carry: u128 = get_json::<_, String>(state, state_key::compute::carry())
+            let next = carry(state)
                 .await?
-                .map(|s| parse(&s))
-                .transpose()?
-                .unwrap_or(0);
-            let next = carry
                 .checked_add(amount)
                 .ok_or_else(|| TxError::Overflow("carried rewards exceed 2^128".into()))?;
             put_json(state, state_key::compute::carry().into(), &next.to_string())?;

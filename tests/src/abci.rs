@@ -4,30 +4,11 @@
 use bytes::Bytes;
 use magnet_chain::genesis::AppGenesis;
 use tendermint::abci::types::CommitInfo;
-use tendermint::consensus::params::{AbciParams, ValidatorParams, VersionParams};
 use tendermint::v0_38::abci::request;
 
 /// CometBFT's default consensus params (Ed25519 validators, 21 MiB blocks).
 pub fn consensus_params() -> tendermint::consensus::Params {
-    tendermint::consensus::Params {
-        block: tendermint::block::Size {
-            max_bytes: 22_020_096,
-            max_gas: -1,
-            time_iota_ms: 1_000,
-        },
-        evidence: tendermint::evidence::Params {
-            max_age_num_blocks: 100_000,
-            max_age_duration: tendermint::evidence::Duration(std::time::Duration::from_secs(
-                172_800,
-            )),
-            max_bytes: 1_048_576,
-        },
-        validator: ValidatorParams {
-            pub_key_types: vec![tendermint::public_key::Algorithm::Ed25519],
-        },
-        version: Some(VersionParams { app: 1 }),
-        abci: AbciParams::default(),
-    }
+    magnet_chain::params::cometbft_default_consensus_params()
 }
 
 /// A block time `unix_secs` seconds after the epoch.
