@@ -6,7 +6,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::kernels::Isa;
-use crate::model::{LoadOptions, Model};
+use crate::model::{HeadFormat, LoadOptions, Model};
 use crate::sampling::argmax;
 use crate::synth::{synthetic_model, Shape};
 
@@ -25,6 +25,8 @@ pub struct BenchOptions {
     pub repeats: usize,
     /// Kernel path.
     pub isa: Isa,
+    /// LM head storage.
+    pub head: HeadFormat,
 }
 
 /// Read bandwidth (bytes/s) over a buffer much larger than the caches, with `threads` threads.
@@ -126,7 +128,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             &LoadOptions {
                 threads: threads[0],
                 isa: Some(opts.isa),
-                ..Default::default()
+                head: opts.head,
             },
         )?;
         let bytes = model.weight_bytes_per_token();
@@ -144,8 +146,10 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             t0.elapsed().as_secs_f64()
         );
         println!(
-            "  weight bytes read per token: {:.1} MB (ternary at 2 bits + int8 LM head)",
-            bytes as f64 / 1e6
+            "  weight bytes read per token: {:.1} MB (ternary at 2 bits + {} LM head of {:.1} MB)",
+            bytes as f64 / 1e6,
+            model.head_table().format(),
+            model.head_table().bytes() as f64 / 1e6
         );
         for (&t, &b) in threads.iter().zip(&bw) {
             model.set_exec(t, opts.isa)?;

@@ -17,7 +17,8 @@ pub struct EngineArgs {
     /// Kernel path: auto, scalar, avx2, avx512.
     #[arg(long, default_value = "auto")]
     pub isa: String,
-    /// LM head storage: auto (f32 up to 16M weights, else int8), f32, int8.
+    /// LM head storage: auto (f32 up to 16M weights; above, int4 when tied to the embedding
+    /// and int8 when not), f32, int8, int4.
     #[arg(long, default_value = "auto")]
     pub head: String,
 }
@@ -25,18 +26,22 @@ pub struct EngineArgs {
 impl EngineArgs {
     /// Load options from the flags.
     pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
-        let head = match self.head.as_str() {
-            "auto" => HeadFormat::Auto,
-            "f32" => HeadFormat::F32,
-            "int8" => HeadFormat::Int8,
-            other => anyhow::bail!("unknown --head {other:?} (auto|f32|int8)"),
-        };
         Ok(LoadOptions {
             threads: self.threads,
             isa: Some(Isa::parse(&self.isa).map_err(anyhow::Error::msg)?),
-            head,
+            head: parse_head(&self.head)?,
         })
     }
+}
+
+fn parse_head(name: &str) -> anyhow::Result<HeadFormat> {
+    Ok(match name {
+        "auto" => HeadFormat::Auto,
+        "f32" => HeadFormat::F32,
+        "int8" => HeadFormat::Int8,
+        "int4" => HeadFormat::Int4,
+        other => anyhow::bail!("unknown --head {other:?} (auto|f32|int8|int4)"),
+    })
 }
 
 /// Subcommands of magnet-infer (flattened into `magnet-worker`).
@@ -82,6 +87,9 @@ pub enum Command {
         /// Kernel path: auto, scalar, avx2, avx512.
         #[arg(long, default_value = "auto")]
         isa: String,
+        /// LM head storage: auto (700M untied: int8; 2B tied: int4), int8, int4.
+        #[arg(long, default_value = "auto")]
+        head: String,
     },
     /// Generates text from a prompt on the command line.
     Generate {
@@ -156,6 +164,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             prefill_tokens,
             repeats,
             isa,
+            head,
         } => {
             anyhow::ensure!(
                 !threads.is_empty() && !shapes.is_empty(),
@@ -168,6 +177,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                 prefill_tokens,
                 repeats: repeats.max(1),
                 isa: Isa::parse(&isa).map_err(anyhow::Error::msg)?,
+                head: parse_head(&head)?,
             })
         }
         Command::Generate {

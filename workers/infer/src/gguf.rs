@@ -454,12 +454,13 @@ pub(crate) fn load_gguf(path: &Path, opts: &LoadOptions) -> anyhow::Result<Model
             qkv: TernaryMatrix::concat(vec![q, k, v])?,
             o: ternary_matrix(&g, &n("attn_output"), d, d, None)?,
             ffn_norm: float_vector(&g, &n("ffn_norm"), d)?,
-            gate_up: TernaryMatrix::concat(vec![gate, up])?,
+            gate,
+            up,
             down: ternary_matrix(&g, &n("ffn_down"), d, inter, None)?,
         });
     }
     let (embed, head) = if tied {
-        (opts.head.table(embd, vocab, d)?, None)
+        (opts.head.table(embd, vocab, d, true)?, None)
     } else {
         let out = float_matrix(&g, "output.weight", vocab, d)?;
         (
@@ -468,7 +469,7 @@ pub(crate) fn load_gguf(path: &Path, opts: &LoadOptions) -> anyhow::Result<Model
                 cols: d,
                 data: embd,
             },
-            Some(opts.head.table(out, vocab, d)?),
+            Some(opts.head.table(out, vocab, d, false)?),
         )
     };
     let final_norm = float_vector(&g, "output_norm.weight", d)?;

@@ -11,13 +11,16 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 mod gguf;
+pub mod int4;
 pub mod kernels;
 mod load;
 pub mod matrix;
 mod model;
+pub mod par;
 pub mod sampling;
 pub mod server;
 pub mod synth;
+pub mod vecf32;
 
 pub use config::ModelConfig;
 pub use kernels::Isa;

@@ -103,13 +103,14 @@ pub(crate) fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> anyhow::Result<Mode
             qkv: TernaryMatrix::concat(vec![q, k, v])?,
             o: ternary(&st, &format!("{p}.self_attn.o_proj.weight"), d, d)?,
             ffn_norm: vector(&st, &format!("{p}.post_attention_layernorm.weight"), d)?,
-            gate_up: TernaryMatrix::concat(vec![gate, up])?,
+            gate,
+            up,
             down: ternary(&st, &format!("{p}.mlp.down_proj.weight"), d, inter)?,
         });
     }
     let embed_w = matrix(&st, "model.embed_tokens.weight", vocab, d)?;
     let (embed, lm_head) = if config.tie_word_embeddings {
-        (opts.head.table(embed_w, vocab, d)?, None)
+        (opts.head.table(embed_w, vocab, d, true)?, None)
     } else {
         let head = matrix(&st, "lm_head.weight", vocab, d)?;
         (
@@ -118,7 +119,7 @@ pub(crate) fn load_hf_dir(dir: &Path, opts: &LoadOptions) -> anyhow::Result<Mode
                 cols: d,
                 data: embed_w,
             },
-            Some(opts.head.table(head, vocab, d)?),
+            Some(opts.head.table(head, vocab, d, false)?),
         )
     };
     let final_norm = vector(&st, "model.norm.weight", d)?;

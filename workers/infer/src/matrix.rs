@@ -1,7 +1,8 @@
 //! Quantized matrices (ternary BitLinear weights, int8 LM head) and per-token int8 activations.
 
-use rayon::prelude::*;
+use std::ops::Range;
 
+use crate::int4::{self, Int4Matrix};
 use crate::kernels::{self, Isa};
 
 /// BitLinear weight scale: `max(mean|W|, 1e-5)` (summed in f64 so the mean is order-independent).
@@ -29,9 +30,8 @@ pub fn round_half_away(v: f32) -> i32 {
     i + i32::from(f >= 0.5) - i32::from(f <= -0.5)
 }
 
-/// Execution context of the matmuls: worker threads and the SIMD path.
+/// Execution settings of a model: team size and SIMD path.
 pub struct Exec {
-    pool: rayon::ThreadPool,
     threads: usize,
     /// Kernel path.
     pub isa: Isa,
@@ -45,32 +45,46 @@ impl Exec {
         } else {
             threads
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("infer-{i}"))
-            .build()?;
-        Ok(Exec { pool, threads, isa })
+        anyhow::ensure!(
+            threads <= 1024,
+            "{threads} threads is not a sensible team size"
+        );
+        Ok(Exec { threads, isa })
     }
 
-    /// Worker threads.
+    /// Threads of a forward pass.
     pub fn threads(&self) -> usize {
         self.threads
     }
+}
 
-    /// Runs `f` inside the pool.
-    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        self.pool.install(f)
-    }
+/// Borrowed int8 activations of `n_tok` tokens (see [`QuantActs`]).
+#[derive(Clone, Copy)]
+pub struct Acts<'a> {
+    /// Tokens.
+    pub n_tok: usize,
+    /// Padded row length.
+    pub k_pad: usize,
+    /// `n_tok` rows of `k_pad` values in kernel order.
+    pub data: &'a [i8],
+    /// `Σ xq` per token.
+    pub sums: &'a [i32],
+    /// `g` per token.
+    pub scale: &'a [f32],
+}
 
-    /// Rows per parallel chunk: one chunk per thread for a single token (decode, least
-    /// overhead), a few per thread for prefill (load balance).
-    fn chunk_rows(&self, rows: usize, n_tok: usize) -> usize {
-        let parts = if n_tok == 1 {
-            self.threads
-        } else {
-            self.threads * 4
-        };
-        rows.div_ceil(parts.max(1)).max(1)
+/// Quantizes one token `x` to int8 into `dst` (`k_pad` values; kernel order for ternary
+/// matmuls when `permute`), using `tmp` as scratch; returns `(Σ xq, g)`.
+pub fn quantize_token(x: &[f32], permute: bool, tmp: &mut Vec<i8>, dst: &mut [i8]) -> (i32, f32) {
+    let k = x.len();
+    if permute {
+        tmp.resize(k, 0);
+        let r = crate::vecf32::quantize_i8(x, tmp);
+        kernels::permute_acts(tmp, dst);
+        r
+    } else {
+        dst[k..].fill(0);
+        crate::vecf32::quantize_i8(x, &mut dst[..k])
     }
 }
 
@@ -94,20 +108,13 @@ impl QuantActs {
         let mut data = vec![0i8; n_tok * k_pad];
         let mut sums = Vec::with_capacity(n_tok);
         let mut scale = Vec::with_capacity(n_tok);
-        let mut row = vec![0i8; k];
-        for (t, xt) in x.chunks_exact(k).take(n_tok).enumerate() {
-            let g = xt.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-5);
-            let mut s = 0i32;
-            for (q, &v) in row.iter_mut().zip(xt) {
-                *q = round_half_away(v * 127.0 / g).clamp(-128, 127) as i8;
-                s += i32::from(*q);
-            }
-            let dst = &mut data[t * k_pad..(t + 1) * k_pad];
-            if permute {
-                kernels::permute_acts(&row, dst);
-            } else {
-                dst[..k].copy_from_slice(&row);
-            }
+        let mut tmp = Vec::new();
+        for (xt, dst) in x
+            .chunks_exact(k)
+            .zip(data.chunks_exact_mut(k_pad))
+            .take(n_tok)
+        {
+            let (s, g) = quantize_token(xt, permute, &mut tmp, dst);
             sums.push(s);
             scale.push(g);
         }
@@ -129,24 +136,15 @@ impl QuantActs {
     pub fn for_int8(x: &[f32], n_tok: usize, k: usize) -> QuantActs {
         QuantActs::quantize(x, n_tok, k, kernels::padded_i8_len(k), false)
     }
-}
 
-/// Transposes `raw[r * n_tok + t]` into `out[t * rows + r]` through `f(r, t, raw)`.
-fn scatter(
-    raw: &[i32],
-    rows: usize,
-    n_tok: usize,
-    out: &mut [f32],
-    f: impl Fn(usize, usize, i32) -> f32,
-) {
-    // Blocked transpose: 64 rows at a time keep their `raw` cache lines in L1 across tokens.
-    const TILE: usize = 64;
-    for r0 in (0..rows).step_by(TILE) {
-        let r1 = (r0 + TILE).min(rows);
-        for t in 0..n_tok {
-            for r in r0..r1 {
-                out[t * rows + r] = f(r, t, raw[r * n_tok + t]);
-            }
+    /// Borrowed view.
+    pub fn view(&self) -> Acts<'_> {
+        Acts {
+            n_tok: self.n_tok,
+            k_pad: self.k_pad,
+            data: &self.data,
+            sums: &self.sums,
+            scale: &self.scale,
         }
     }
 }
@@ -240,12 +238,32 @@ impl TernaryMatrix {
             codes: vec![],
             row_scale: vec![],
         };
-        for p in parts {
-            out.rows += p.rows;
-            out.codes.extend_from_slice(&p.codes);
-            out.row_scale.extend_from_slice(&p.row_scale);
+        // Appending the packed bytes keeps the row-group tiling only when every part but the
+        // last has whole groups; otherwise re-tile row by row.
+        let aligned = parts
+            .iter()
+            .rev()
+            .skip(1)
+            .all(|p| p.rows % kernels::ROW_GROUP == 0);
+        if aligned {
+            for p in parts {
+                out.rows += p.rows;
+                out.codes.extend_from_slice(&p.codes);
+                out.row_scale.extend_from_slice(&p.row_scale);
+            }
+            return Ok(out);
         }
-        Ok(out)
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let mut fused = TernaryMatrix::zeros(rows, cols, 1.0);
+        let mut r0 = 0;
+        for p in &parts {
+            for r in 0..p.rows {
+                fused.set_row(r0 + r, &p.row_values(r));
+                fused.row_scale[r0 + r] = p.row_scale[r];
+            }
+            r0 += p.rows;
+        }
+        Ok(fused)
     }
 
     /// Output rows.
@@ -263,38 +281,63 @@ impl TernaryMatrix {
         self.codes.len() + 4 * self.row_scale.len()
     }
 
-    /// `out[t * rows + r] = (Σ_k w[r][k]·xq[t][k]) · s_r · g_t / 127` (exact integer dot).
-    pub fn matmul(&self, exec: &Exec, a: &QuantActs, out: &mut [f32]) {
-        let n = a.n_tok;
+    /// Packed bytes of rows `rows` (`rows.start` at a row group).
+    pub fn codes_of_rows(&self, rows: Range<usize>) -> &[u8] {
+        let rb = self.k_pad / 4;
+        &self.codes[rows.start * rb..rows.end * rb]
+    }
+
+    /// Rows `rows` of the product with `a`: calls `emit(r, t, y)` with
+    /// `y = (Σ_k w[r][k]·xq[t][k]) · s_r · g_t / 127` (exact integer dot, then f32). `rows.start`
+    /// must be a multiple of [`kernels::ROW_GROUP`]; `raw` is scratch.
+    pub fn matmul_rows(
+        &self,
+        isa: Isa,
+        a: Acts<'_>,
+        rows: Range<usize>,
+        raw: &mut Vec<i32>,
+        mut emit: impl FnMut(usize, usize, f32),
+    ) {
         assert_eq!(
             a.k_pad, self.k_pad,
             "activation width does not match the matrix"
         );
-        let mut raw = vec![0i32; self.rows * n];
-        let chunk = exec
-            .chunk_rows(self.rows, n)
-            .next_multiple_of(kernels::ROW_GROUP);
+        assert!(
+            rows.start % kernels::ROW_GROUP == 0 && rows.end <= self.rows,
+            "row range must start at a row group and lie inside the matrix"
+        );
+        if rows.is_empty() {
+            return;
+        }
+        let n = a.n_tok;
+        let nr = rows.len();
+        raw.clear();
+        raw.resize(nr * n, 0);
         let rb = self.k_pad / 4;
-        let isa = exec.isa;
-        exec.install(|| {
-            raw.par_chunks_mut(chunk * n)
-                .enumerate()
-                .for_each(|(ci, o)| {
-                    let r0 = ci * chunk;
-                    let nr = o.len() / n;
-                    kernels::ternary_gemm(
-                        isa,
-                        &self.codes[r0 * rb..(r0 + nr) * rb],
-                        nr,
-                        self.k_pad,
-                        &a.data,
-                        n,
-                        o,
-                    );
-                })
-        });
-        scatter(&raw, self.rows, n, out, |r, t, v| {
-            (v - a.sums[t]) as f32 * self.row_scale[r] * a.scale[t] / 127.0
+        kernels::ternary_gemm(
+            isa,
+            &self.codes[rows.start * rb..rows.end * rb],
+            nr,
+            self.k_pad,
+            &a.data[..n * self.k_pad],
+            n,
+            raw,
+        );
+        for (i, r) in rows.enumerate() {
+            let s = self.row_scale[r];
+            for t in 0..n {
+                let v = raw[i * n + t] - a.sums[t];
+                emit(r, t, v as f32 * s * a.scale[t] / 127.0);
+            }
+        }
+    }
+
+    /// The whole product on the calling thread: `out[t * rows + r]`.
+    pub fn matmul(&self, isa: Isa, a: &QuantActs, out: &mut [f32]) {
+        let rows = self.rows;
+        let mut raw = Vec::new();
+        self.matmul_rows(isa, a.view(), 0..rows, &mut raw, |r, t, y| {
+            out[t * rows + r] = y
         });
     }
 }
@@ -371,41 +414,47 @@ impl Int8Matrix {
         self.data.len() + 4 * self.scale.len()
     }
 
-    /// `out[t * rows + r] = (Σ_k q[r][k]·xq[t][k]) · scale_r · g_t / 127`.
-    pub fn matmul(&self, exec: &Exec, a: &QuantActs, out: &mut [f32]) {
-        let n = a.n_tok;
+    /// Rows `rows` of the product with `a` (natural-order int8 activations): calls
+    /// `emit(r, t, y)` with `y = (Σ_k q[r][k]·xq[t][k]) · scale_r · g_t / 127`.
+    pub fn matmul_rows(
+        &self,
+        isa: Isa,
+        a: Acts<'_>,
+        rows: Range<usize>,
+        raw: &mut Vec<i32>,
+        mut emit: impl FnMut(usize, usize, f32),
+    ) {
         assert_eq!(
             a.k_pad, self.k_pad,
             "activation width does not match the matrix"
         );
-        let mut raw = vec![0i32; self.rows * n];
-        let chunk = exec.chunk_rows(self.rows, n);
-        let isa = exec.isa;
+        assert!(rows.end <= self.rows, "row range outside the matrix");
+        if rows.is_empty() {
+            return;
+        }
+        let n = a.n_tok;
         let kp = self.k_pad;
-        exec.install(|| {
-            raw.par_chunks_mut(chunk * n)
-                .enumerate()
-                .for_each(|(ci, o)| {
-                    let r0 = ci * chunk;
-                    let nr = o.len() / n;
-                    kernels::i8_gemm(
-                        isa,
-                        &self.data[r0 * kp..(r0 + nr) * kp],
-                        &self.row_sums[r0..r0 + nr],
-                        kp,
-                        &a.data,
-                        n,
-                        o,
-                    );
-                })
-        });
-        scatter(&raw, self.rows, n, out, |r, t, v| {
-            v as f32 * self.scale[r] * a.scale[t] / 127.0
-        });
+        raw.clear();
+        raw.resize(rows.len() * n, 0);
+        kernels::i8_gemm(
+            isa,
+            &self.data[rows.start * kp..rows.end * kp],
+            &self.row_sums[rows.clone()],
+            kp,
+            &a.data[..n * kp],
+            n,
+            raw,
+        );
+        for (i, r) in rows.enumerate() {
+            let s = self.scale[r];
+            for t in 0..n {
+                emit(r, t, raw[i * n + t] as f32 * s * a.scale[t] / 127.0);
+            }
+        }
     }
 }
 
-/// A full-precision table of rows: the embedding, and the LM head (f32 or int8 per-row).
+/// A table of rows: the embedding, and the LM head (f32, int8 per row, or int4 per group of 128).
 #[derive(Clone)]
 pub enum RowTable {
     /// f32 rows.
@@ -419,6 +468,28 @@ pub enum RowTable {
     },
     /// Int8 rows with per-row scales.
     Int8(Int8Matrix),
+    /// Int4 with one scale per row and group of 128 columns.
+    Int4(Int4Matrix),
+}
+
+/// Hidden states prepared for an LM head ([`RowTable::prepare`]).
+pub enum HeadInput {
+    /// f32 rows `[n_tok, cols]`.
+    F32(Vec<f32>),
+    /// Per-token int8 activations (natural order).
+    Int8(QuantActs),
+    /// Per-token int8 activations padded to groups of 128, with the code-offset corrections.
+    Int4(QuantActs, Vec<i32>),
+}
+
+impl HeadInput {
+    /// Tokens.
+    pub fn n_tok(&self) -> usize {
+        match self {
+            HeadInput::F32(_) => 0,
+            HeadInput::Int8(a) | HeadInput::Int4(a, _) => a.n_tok,
+        }
+    }
 }
 
 impl RowTable {
@@ -427,6 +498,7 @@ impl RowTable {
         match self {
             RowTable::F32 { rows, .. } => *rows,
             RowTable::Int8(m) => m.rows,
+            RowTable::Int4(m) => m.rows(),
         }
     }
 
@@ -435,6 +507,7 @@ impl RowTable {
         match self {
             RowTable::F32 { cols, .. } => *cols,
             RowTable::Int8(m) => m.cols,
+            RowTable::Int4(m) => m.cols(),
         }
     }
 
@@ -446,6 +519,7 @@ impl RowTable {
         Some(match self {
             RowTable::F32 { cols, data, .. } => data[r * cols..(r + 1) * cols].to_vec(),
             RowTable::Int8(m) => m.row(r),
+            RowTable::Int4(m) => m.row(r),
         })
     }
 
@@ -454,44 +528,93 @@ impl RowTable {
         match self {
             RowTable::F32 { data, .. } => 4 * data.len(),
             RowTable::Int8(m) => m.bytes(),
+            RowTable::Int4(m) => m.bytes(),
         }
     }
 
-    /// Logits `[n_tok, rows]` of hidden states `x` `[n_tok, cols]`. The f32 table is a plain
-    /// sequential dot per output (same bits for any thread count); the int8 table quantizes `x`
-    /// per token to int8 and uses the integer kernel.
-    pub fn logits(&self, exec: &Exec, x: &[f32], n_tok: usize) -> Vec<f32> {
-        let rows = self.rows();
-        let cols = self.cols();
-        let mut out = vec![0f32; n_tok * rows];
+    /// Storage name.
+    pub fn format(&self) -> &'static str {
         match self {
-            RowTable::F32 { data, .. } => {
-                let mut raw = vec![0f32; rows * n_tok];
-                let chunk = exec.chunk_rows(rows, n_tok);
-                exec.install(|| {
-                    raw.par_chunks_mut(chunk * n_tok)
-                        .enumerate()
-                        .for_each(|(ci, o)| {
-                            for (i, slot) in o.iter_mut().enumerate() {
-                                let r = ci * chunk + i / n_tok;
-                                let t = i % n_tok;
-                                let w = &data[r * cols..(r + 1) * cols];
-                                let xt = &x[t * cols..(t + 1) * cols];
-                                *slot = w.iter().zip(xt).fold(0f32, |acc, (a, b)| acc + a * b);
-                            }
-                        })
-                });
-                for t in 0..n_tok {
-                    for r in 0..rows {
-                        out[t * rows + r] = raw[r * n_tok + t];
+            RowTable::F32 { .. } => "f32",
+            RowTable::Int8(_) => "int8 (per-row scale)",
+            RowTable::Int4(_) => "int4 (scale per 128)",
+        }
+    }
+
+    /// Prepares `n_tok` hidden states `x` `[n_tok, cols]` for [`RowTable::logits_rows`].
+    pub fn prepare(&self, x: &[f32], n_tok: usize) -> HeadInput {
+        let cols = self.cols();
+        match self {
+            RowTable::F32 { .. } => HeadInput::F32(x[..n_tok * cols].to_vec()),
+            RowTable::Int8(m) => {
+                HeadInput::Int8(QuantActs::quantize(x, n_tok, cols, m.k_pad, false))
+            }
+            RowTable::Int4(m) => {
+                let a = QuantActs::quantize(x, n_tok, cols, m.k_pad(), false);
+                let corr = a
+                    .data
+                    .chunks_exact(m.k_pad())
+                    .flat_map(|xt| int4::prepare_acts(xt, m.k_pad()))
+                    .collect();
+                HeadInput::Int4(a, corr)
+            }
+        }
+    }
+
+    /// Logits of rows `rows` for the prepared tokens: `emit(r, t, logit)`. The f32 table is a
+    /// plain sequential dot per output; the others use the integer kernels (one thread computes
+    /// each output, so the bits do not depend on how rows are split).
+    pub fn logits_rows(
+        &self,
+        isa: Isa,
+        input: &HeadInput,
+        rows: Range<usize>,
+        scratch: &mut Vec<i32>,
+        fscratch: &mut Vec<f32>,
+        mut emit: impl FnMut(usize, usize, f32),
+    ) {
+        match (self, input) {
+            (RowTable::F32 { data, cols, .. }, HeadInput::F32(x)) => {
+                let n = x.len() / (*cols).max(1);
+                for r in rows {
+                    let w = &data[r * cols..(r + 1) * cols];
+                    for t in 0..n {
+                        let xt = &x[t * cols..(t + 1) * cols];
+                        emit(r, t, w.iter().zip(xt).fold(0f32, |acc, (a, b)| acc + a * b));
                     }
                 }
             }
-            RowTable::Int8(m) => {
-                let a = QuantActs::for_int8(x, n_tok, cols);
-                m.matmul(exec, &a, &mut out);
+            (RowTable::Int8(m), HeadInput::Int8(a)) => {
+                m.matmul_rows(isa, a.view(), rows, scratch, emit)
             }
+            (RowTable::Int4(m), HeadInput::Int4(a, corr)) => {
+                let n = a.n_tok;
+                fscratch.clear();
+                fscratch.resize(rows.len() * n, 0.0);
+                int4::int4_gemm(isa, m, rows.clone(), &a.data, corr, n, fscratch);
+                for (i, r) in rows.enumerate() {
+                    for t in 0..n {
+                        emit(r, t, fscratch[i * n + t] * a.scale[t] / 127.0);
+                    }
+                }
+            }
+            _ => panic!("head input prepared for another table format"),
         }
+    }
+
+    /// Logits `[n_tok, rows]` of hidden states `x` `[n_tok, cols]` on the calling thread.
+    pub fn logits(&self, isa: Isa, x: &[f32], n_tok: usize) -> Vec<f32> {
+        let rows = self.rows();
+        let mut out = vec![0f32; n_tok * rows];
+        let input = self.prepare(x, n_tok);
+        self.logits_rows(
+            isa,
+            &input,
+            0..rows,
+            &mut Vec::new(),
+            &mut Vec::new(),
+            |r, t, y| out[t * rows + r] = y,
+        );
         out
     }
 }

@@ -3,22 +3,41 @@
 
 use std::path::Path;
 
-use rayon::prelude::*;
+use std::sync::OnceLock;
 
 use crate::config::ModelConfig;
-use crate::kernels::Isa;
-use crate::matrix::{Exec, QuantActs, RowTable, TernaryMatrix};
+use crate::kernels::{self, Isa};
+use crate::matrix::{quantize_token, Acts, Exec, HeadInput, RowTable, TernaryMatrix};
+use crate::par::{self, Shared, Team};
 use crate::sampling::{Sampler, SamplingParams};
+use crate::vecf32::{attend, rmsnorm};
+
+/// Bytes of its next weights a thread prefetches while it waits at a barrier.
+const WARM_BYTES: usize = 32 << 10;
+
+/// The packed rows of `m` a team thread computes for a single token (none for a prompt: those
+/// rows are claimed dynamically).
+fn my_codes<'m>(team: &Team, n: usize, m: &'m TernaryMatrix) -> &'m [u8] {
+    if n == 1 {
+        m.codes_of_rows(team.share(m.rows(), kernels::ROW_GROUP))
+    } else {
+        &[]
+    }
+}
 
 /// How the LM head is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeadFormat {
-    /// f32 when the head has at most 16M weights, int8 above (where it would dominate traffic).
+    /// f32 when the head has at most 16M weights. Above that, where the head would dominate
+    /// memory traffic: int4 when it is tied to the embedding (llama.cpp stores the token
+    /// embedding of TQ2_0 models as Q4_K, 4.5 bits), int8 when it is a separate matrix.
     Auto,
     /// Full f32 (exact).
     F32,
     /// Int8 with one scale per row; activations quantized per token to int8.
     Int8,
+    /// Int4 with one scale per row and group of 128 columns (4.25 bits per weight).
+    Int4,
 }
 
 /// Load-time choices.
@@ -43,28 +62,39 @@ impl Default for LoadOptions {
 }
 
 impl HeadFormat {
-    pub(crate) fn table(self, w: Vec<f32>, rows: usize, cols: usize) -> anyhow::Result<RowTable> {
-        let int8 = match self {
-            HeadFormat::Auto => rows * cols > 16 << 20,
-            HeadFormat::F32 => false,
-            HeadFormat::Int8 => true,
-        };
-        if int8 {
-            Ok(RowTable::Int8(crate::matrix::Int8Matrix::from_f32(
-                &w, rows, cols,
-            )?))
-        } else {
-            anyhow::ensure!(
-                w.len() == rows * cols,
-                "table has {} values, expected {rows}x{cols}",
-                w.len()
-            );
-            Ok(RowTable::F32 {
+    /// The storage [`HeadFormat::Auto`] resolves to for a `rows × cols` head.
+    pub fn resolve(self, rows: usize, cols: usize, tied: bool) -> HeadFormat {
+        match self {
+            HeadFormat::Auto if rows * cols <= 16 << 20 => HeadFormat::F32,
+            HeadFormat::Auto if tied => HeadFormat::Int4,
+            HeadFormat::Auto => HeadFormat::Int8,
+            other => other,
+        }
+    }
+
+    pub(crate) fn table(
+        self,
+        w: Vec<f32>,
+        rows: usize,
+        cols: usize,
+        tied: bool,
+    ) -> anyhow::Result<RowTable> {
+        anyhow::ensure!(
+            w.len() == rows * cols,
+            "table has {} values, expected {rows}x{cols}",
+            w.len()
+        );
+        Ok(match self.resolve(rows, cols, tied) {
+            HeadFormat::Int8 => {
+                RowTable::Int8(crate::matrix::Int8Matrix::from_f32(&w, rows, cols)?)
+            }
+            HeadFormat::Int4 => RowTable::Int4(crate::int4::Int4Matrix::from_f32(&w, rows, cols)?),
+            _ => RowTable::F32 {
                 rows,
                 cols,
                 data: w,
-            })
-        }
+            },
+        })
     }
 }
 
@@ -79,8 +109,10 @@ pub struct Layer {
     pub o: TernaryMatrix,
     /// RMSNorm weight before the MLP.
     pub ffn_norm: Vec<f32>,
-    /// gate and up projections stacked (`[2·intermediate, hidden]`).
-    pub gate_up: TernaryMatrix,
+    /// Gate projection (`[intermediate, hidden]`).
+    pub gate: TernaryMatrix,
+    /// Up projection (`[intermediate, hidden]`).
+    pub up: TernaryMatrix,
     /// Down projection.
     pub down: TernaryMatrix,
 }
@@ -149,40 +181,6 @@ pub struct Generation {
     pub finish: FinishReason,
 }
 
-/// f32 dot product with 16 fixed partial sums combined in a fixed order: vectorisable, and the
-/// same bits whatever the SIMD width the compiler picks (the association is spelled out).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 16;
-    let mut acc = [0f32; L];
-    let n = a.len().min(b.len());
-    let (ca, cb) = (a[..n].chunks_exact(L), b[..n].chunks_exact(L));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..L {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    for (i, (x, y)) in ra.iter().zip(rb).enumerate() {
-        acc[i] += x * y;
-    }
-    let mut s = 0f32;
-    for v in acc {
-        s += v;
-    }
-    s
-}
-
-fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let d = w.len();
-    for (xt, ot) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let ms = xt.iter().fold(0f32, |a, v| a + v * v) / d as f32;
-        let inv = 1.0 / (ms + eps).sqrt();
-        for ((o, &v), &g) in ot.iter_mut().zip(xt).zip(w) {
-            *o = v * inv * g;
-        }
-    }
-}
-
 impl Model {
     /// Loads a Hugging Face export dir (config.json + model.safetensors + tokenizer.json) or a
     /// `.gguf` file, with default options.
@@ -242,8 +240,10 @@ impl Model {
                     && l.qkv.cols() == d
                     && l.o.rows() == d
                     && l.o.cols() == q_dim
-                    && l.gate_up.rows() == 2 * config.intermediate_size
-                    && l.gate_up.cols() == d
+                    && l.gate.rows() == config.intermediate_size
+                    && l.gate.cols() == d
+                    && l.up.rows() == config.intermediate_size
+                    && l.up.cols() == d
                     && l.down.rows() == d
                     && l.down.cols() == config.intermediate_size
                     && l.attn_norm.len() == d
@@ -294,13 +294,19 @@ impl Model {
             .map(|l| {
                 l.qkv.bytes()
                     + l.o.bytes()
-                    + l.gate_up.bytes()
+                    + l.gate.bytes()
+                    + l.up.bytes()
                     + l.down.bytes()
                     + 4 * (l.attn_norm.len() + l.ffn_norm.len())
             })
             .sum();
         let head = self.lm_head.as_ref().unwrap_or(&self.embed).bytes();
         layers + head + 8 * self.config.hidden_size
+    }
+
+    /// The table the LM head reads (the embedding when tied).
+    pub fn head_table(&self) -> &RowTable {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
     /// Empty KV cache.
@@ -328,13 +334,13 @@ impl Model {
         tokens: &[u32],
         all: bool,
     ) -> anyhow::Result<Vec<Vec<f32>>> {
-        // Run the whole pass on a pool thread: the matmuls' fork-joins are then in-pool (cheap)
-        // instead of each handing work to the pool and sleeping until it is done.
-        self.exec
-            .install(|| self.forward_in_pool(session, tokens, all))
+        self.forward_team(session, tokens, all)
     }
 
-    fn forward_in_pool(
+    // The team writes shared buffers in disjoint parts between barriers (`par::Shared`); every
+    // `unsafe` block below states which part is whose.
+    #[allow(unsafe_code)]
+    fn forward_team(
         &self,
         session: &mut Session,
         tokens: &[u32],
@@ -352,16 +358,24 @@ impl Model {
         );
         let d = cfg.hidden_size;
         let hd = cfg.head_dim();
-        let kv_dim = cfg.kv_heads() * hd;
+        let kvh = cfg.kv_heads();
+        let n_heads = cfg.num_attention_heads;
+        let group = n_heads / kvh;
+        let kv_dim = kvh * hd;
         let q_dim = d;
         let inter = cfg.intermediate_size;
         let eps = cfg.rms_norm_eps;
+        let vocab = cfg.vocab_size;
+        let nl = self.layers.len();
+        let isa = self.exec.isa;
+        let nth = self.exec.threads();
 
         let mut x = Vec::with_capacity(n * d);
         for &t in tokens {
-            let row = self.embed.row(t as usize).ok_or_else(|| {
-                anyhow::anyhow!("token id {t} outside vocabulary of {}", cfg.vocab_size)
-            })?;
+            let row = self
+                .embed
+                .row(t as usize)
+                .ok_or_else(|| anyhow::anyhow!("token id {t} outside vocabulary of {vocab}"))?;
             x.extend_from_slice(&row);
         }
         // cos/sin per new position, shared by all heads and layers.
@@ -376,124 +390,289 @@ impl Model {
                 sin[t * half + i] = a.sin();
             }
         }
-        let rope = |v: &mut [f32], t: usize| {
-            for head in v.chunks_exact_mut(hd) {
-                for i in 0..half {
-                    let (c, s) = (cos[t * half + i], sin[t * half + i]);
-                    let (a, b) = (head[i], head[i + half]);
-                    head[i] = a * c - b * s;
-                    head[i + half] = b * c + a * s;
-                }
+        let rope = |src: &[f32], dst: &mut [f32], t: usize| {
+            for i in 0..half {
+                let (c, s) = (cos[t * half + i], sin[t * half + i]);
+                let (a, b) = (src[i], src[i + half]);
+                dst[i] = a * c - b * s;
+                dst[i + half] = b * c + a * s;
             }
         };
-
-        let mut h = vec![0f32; n * d];
-        let qkv_w = q_dim + 2 * kv_dim;
-        let mut qkv = vec![0f32; n * qkv_w];
-        let mut attn = vec![0f32; n * q_dim];
-        let mut proj = vec![0f32; n * d];
-        let mut gu = vec![0f32; n * 2 * inter];
-        let mut act = vec![0f32; n * inter];
-        for (li, layer) in self.layers.iter().enumerate() {
-            rmsnorm(&x, &layer.attn_norm, eps, &mut h);
-            layer
-                .qkv
-                .matmul(&self.exec, &QuantActs::for_ternary(&h, n, d), &mut qkv);
-            for t in 0..n {
-                let row = &mut qkv[t * qkv_w..(t + 1) * qkv_w];
-                let (q, rest) = row.split_at_mut(q_dim);
-                let (k, v) = rest.split_at_mut(kv_dim);
-                rope(q, t);
-                rope(k, t);
-                for (h, (kh, vh)) in k.chunks_exact(hd).zip(v.chunks_exact(hd)).enumerate() {
-                    session.k[li][h].extend_from_slice(kh);
-                    session.v[li][h].extend_from_slice(vh);
-                }
+        // Room in the KV cache for the new positions (written by the team below).
+        let len = pos0 + n;
+        for cache in session.k.iter_mut().chain(session.v.iter_mut()) {
+            for h in cache.iter_mut() {
+                h.resize(len * hd, 0.0);
             }
-            self.attention(&session.k[li], &session.v[li], &qkv, pos0, &mut attn);
-            layer.o.matmul(
-                &self.exec,
-                &QuantActs::for_ternary(&attn, n, q_dim),
-                &mut proj,
-            );
-            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
-
-            rmsnorm(&x, &layer.ffn_norm, eps, &mut h);
-            layer
-                .gate_up
-                .matmul(&self.exec, &QuantActs::for_ternary(&h, n, d), &mut gu);
-            for t in 0..n {
-                let row = &gu[t * 2 * inter..(t + 1) * 2 * inter];
-                let (g, u) = row.split_at(inter);
-                for ((o, &g), &u) in act[t * inter..(t + 1) * inter].iter_mut().zip(g).zip(u) {
-                    *o = g / (1.0 + (-g).exp()) * u;
-                }
-            }
-            layer.down.matmul(
-                &self.exec,
-                &QuantActs::for_ternary(&act, n, inter),
-                &mut proj,
-            );
-            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
         }
-        session.pos += n;
 
+        let k_max = [d, q_dim, inter]
+            .iter()
+            .map(|&k| kernels::padded_ternary_len(k))
+            .max()
+            .unwrap_or(0);
+        let qkv_w = q_dim + 2 * kv_dim;
         let first = if all { 0 } else { n - 1 };
         let m = n - first;
-        let mut hf = vec![0f32; m * d];
-        rmsnorm(&x[first * d..], &self.final_norm, eps, &mut hf);
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let logits = head.logits(&self.exec, &hf, m);
-        Ok(logits
-            .chunks_exact(cfg.vocab_size)
-            .map(<[f32]>::to_vec)
-            .collect())
-    }
+        let (mut qdata, mut qsums, mut qscale) =
+            (vec![0i8; n * k_max], vec![0i32; n], vec![0f32; n]);
+        let mut qkv = vec![0f32; n * qkv_w];
+        let mut attn = vec![0f32; n * q_dim];
+        let mut act = vec![0f32; n * inter];
+        let mut logits = vec![0f32; m * vocab];
+        let head_in: OnceLock<HeadInput> = OnceLock::new();
+        {
+            let xs = Shared::new(&mut x);
+            let (qd, qs, qg) = (
+                Shared::new(&mut qdata),
+                Shared::new(&mut qsums),
+                Shared::new(&mut qscale),
+            );
+            let qkv = Shared::new(&mut qkv);
+            let attn = Shared::new(&mut attn);
+            let act = Shared::new(&mut act);
+            let logits = Shared::new(&mut logits);
+            let kc: Vec<Vec<Shared<f32>>> = session
+                .k
+                .iter_mut()
+                .map(|l| l.iter_mut().map(|h| Shared::new(h)).collect())
+                .collect();
+            let vc: Vec<Vec<Shared<f32>>> = session
+                .v
+                .iter_mut()
+                .map(|l| l.iter_mut().map(|h| Shared::new(h)).collect())
+                .collect();
+            let scale = 1.0 / (hd as f32).sqrt();
+            // Rows per dynamically claimed chunk: two per thread for one token (little
+            // overhead, some balance), eight per thread for a prompt.
+            let chunk = |rows: usize| {
+                let parts = nth * if n == 1 { 2 } else { 8 };
+                rows.div_ceil(parts.max(1))
+                    .next_multiple_of(kernels::ROW_GROUP)
+                    .max(kernels::ROW_GROUP)
+            };
 
-    /// Causal GQA attention of the `n` new queries (inside `qkv` rows) over the cache; one task
-    /// per (token, head), each a sequential f32 computation (same bits for any thread count).
-    fn attention(
-        &self,
-        kc: &[Vec<f32>],
-        vc: &[Vec<f32>],
-        qkv: &[f32],
-        pos0: usize,
-        out: &mut [f32],
-    ) {
-        let cfg = &self.config;
-        let hd = cfg.head_dim();
-        let n_heads = cfg.num_attention_heads;
-        let kv_dim = cfg.kv_heads() * hd;
-        let group = n_heads / cfg.kv_heads();
-        let qkv_w = cfg.hidden_size + 2 * kv_dim;
-        let scale = 1.0 / (hd as f32).sqrt();
-        self.exec.install(|| {
-            out.par_chunks_mut(hd).enumerate().for_each(|(i, o)| {
-                let (t, head) = (i / n_heads, i % n_heads);
-                let q = &qkv[t * qkv_w + head * hd..t * qkv_w + (head + 1) * hd];
-                let kvh = head / group;
-                let len = pos0 + t + 1;
-                let mut scores = Vec::with_capacity(len);
-                let mut max = f32::NEG_INFINITY;
-                for j in 0..len {
-                    let k = &kc[kvh][j * hd..(j + 1) * hd];
-                    let s = dot(q, k) * scale;
-                    max = max.max(s);
-                    scores.push(s);
+            par::run(nth, 10 * nl + 2, |team: &Team| {
+                let mut raw = Vec::new();
+                let mut tmp = Vec::new();
+                let mut hbuf = vec![0f32; d.max(inter)];
+                let mut gbuf: Vec<f32> = Vec::new();
+                let mut qrot = vec![0f32; hd];
+                let mut scores: Vec<f32> = Vec::new();
+                // Quantizes `n` rows of `k` values of `src` (after RMSNorm with `norm`) into
+                // the shared activation buffer, then waits for the team.
+                let quant = |src: &Shared<f32>,
+                             k: usize,
+                             norm: Option<&[f32]>,
+                             tmp: &mut Vec<i8>,
+                             hbuf: &mut [f32],
+                             next: [&[u8]; 2]| {
+                    let kp = kernels::padded_ternary_len(k);
+                    team.chunks(n, 1, |tr| {
+                        for t in tr {
+                            // SAFETY: `src` is read-only in this step (written before the last
+                            // barrier); row `t` of the activation buffers is this thread's.
+                            unsafe {
+                                let xt = src.get(t * k..(t + 1) * k);
+                                let h = match norm {
+                                    Some(w) => {
+                                        rmsnorm(xt, w, eps, &mut hbuf[..k]);
+                                        &hbuf[..k]
+                                    }
+                                    None => xt,
+                                };
+                                let (s, g) =
+                                    quantize_token(h, true, tmp, qd.part(t * kp..(t + 1) * kp));
+                                qs.set(t, s);
+                                qg.set(t, g);
+                            }
+                        }
+                    });
+                    // While waiting, pull the start of this thread's next weights into L2.
+                    let (mut part, mut off) = (0, 0);
+                    team.barrier_while(|| {
+                        while part < 2 && off >= next[part].len().min(WARM_BYTES) {
+                            (part, off) = (part + 1, 0);
+                        }
+                        if part == 2 {
+                            return false;
+                        }
+                        kernels::prefetch_line(next[part], off);
+                        off += 64;
+                        true
+                    });
+                };
+                // Rows of a matrix this thread computes: a static share for one token (known
+                // ahead, so it can be prefetched), dynamic chunks for a prompt.
+                let rows_of = |total: usize, mut f: &mut dyn FnMut(std::ops::Range<usize>)| {
+                    if n == 1 {
+                        f(team.share(total, kernels::ROW_GROUP));
+                    } else {
+                        team.chunks(total, chunk(total), &mut f);
+                    }
+                };
+                let mine = |m| my_codes(team, n, m);
+                // SAFETY (for every `acts` below): the activation buffers were written before
+                // the last barrier and are only read until the next one.
+                let acts = |k: usize| -> Acts<'_> {
+                    let kp = kernels::padded_ternary_len(k);
+                    unsafe {
+                        Acts {
+                            n_tok: n,
+                            k_pad: kp,
+                            data: qd.get(0..n * kp),
+                            sums: qs.get(0..n),
+                            scale: qg.get(0..n),
+                        }
+                    }
+                };
+                for (li, layer) in self.layers.iter().enumerate() {
+                    // Attention block.
+                    quant(
+                        &xs,
+                        d,
+                        Some(&layer.attn_norm),
+                        &mut tmp,
+                        &mut hbuf,
+                        [mine(&layer.qkv), &[]],
+                    );
+                    let a = acts(d);
+                    rows_of(qkv_w, &mut |rr| {
+                        layer.qkv.matmul_rows(isa, a, rr, &mut raw, |r, t, y| {
+                            // SAFETY: rows of this chunk are this thread's.
+                            unsafe { qkv.set(t * qkv_w + r, y) }
+                        })
+                    });
+                    team.barrier();
+                    team.chunks(n * kvh, 1, |tasks| {
+                        for i in tasks {
+                            let (t, h) = (i / kvh, i % kvh);
+                            let p = (pos0 + t) * hd;
+                            // SAFETY: `qkv` is read-only in this step; cache rows at the new
+                            // positions of head `h` for token `t` are this task's.
+                            unsafe {
+                                let kr = qkv.get(
+                                    t * qkv_w + q_dim + h * hd..t * qkv_w + q_dim + (h + 1) * hd,
+                                );
+                                let vr = qkv.get(
+                                    t * qkv_w + q_dim + kv_dim + h * hd
+                                        ..t * qkv_w + q_dim + kv_dim + (h + 1) * hd,
+                                );
+                                rope(kr, kc[li][h].part(p..p + hd), t);
+                                vc[li][h].part(p..p + hd).copy_from_slice(vr);
+                            }
+                        }
+                    });
+                    team.barrier();
+                    team.chunks(n * n_heads, 1, |tasks| {
+                        for i in tasks {
+                            let (t, head) = (i / n_heads, i % n_heads);
+                            let g = head / group;
+                            let ctx = pos0 + t + 1;
+                            // SAFETY: `qkv` and the caches are read-only in this step; the
+                            // output slice of (t, head) is this task's.
+                            unsafe {
+                                rope(
+                                    qkv.get(t * qkv_w + head * hd..t * qkv_w + (head + 1) * hd),
+                                    &mut qrot,
+                                    t,
+                                );
+                                let kh = kc[li][g].get(0..ctx * hd);
+                                let vh = vc[li][g].get(0..ctx * hd);
+                                let o =
+                                    attn.part(t * q_dim + head * hd..t * q_dim + (head + 1) * hd);
+                                attend(&qrot, kh, vh, hd, scale, &mut scores, o);
+                            }
+                        }
+                    });
+                    team.barrier();
+                    quant(
+                        &attn,
+                        q_dim,
+                        None,
+                        &mut tmp,
+                        &mut hbuf,
+                        [mine(&layer.o), &[]],
+                    );
+                    let a = acts(q_dim);
+                    rows_of(d, &mut |rr| {
+                        layer.o.matmul_rows(isa, a, rr, &mut raw, |r, t, y| {
+                            // SAFETY: rows of this chunk are this thread's.
+                            unsafe { xs.part(t * d + r..t * d + r + 1)[0] += y }
+                        })
+                    });
+                    team.barrier();
+
+                    // MLP block.
+                    quant(
+                        &xs,
+                        d,
+                        Some(&layer.ffn_norm),
+                        &mut tmp,
+                        &mut hbuf,
+                        [mine(&layer.gate), mine(&layer.up)],
+                    );
+                    let a = acts(d);
+                    rows_of(inter, &mut |rr| {
+                        let nr = rr.len();
+                        gbuf.clear();
+                        gbuf.resize(nr * n, 0.0);
+                        let r0 = rr.start;
+                        layer
+                            .gate
+                            .matmul_rows(isa, a, rr.clone(), &mut raw, |r, t, y| {
+                                gbuf[(r - r0) * n + t] = y
+                            });
+                        layer.up.matmul_rows(isa, a, rr, &mut raw, |r, t, u| {
+                            let g = gbuf[(r - r0) * n + t];
+                            // SAFETY: rows of this chunk are this thread's.
+                            unsafe { act.set(t * inter + r, g / (1.0 + (-g).exp()) * u) }
+                        });
+                    });
+                    team.barrier();
+                    quant(
+                        &act,
+                        inter,
+                        None,
+                        &mut tmp,
+                        &mut hbuf,
+                        [mine(&layer.down), &[]],
+                    );
+                    let a = acts(inter);
+                    rows_of(d, &mut |rr| {
+                        layer.down.matmul_rows(isa, a, rr, &mut raw, |r, t, y| {
+                            // SAFETY: rows of this chunk are this thread's.
+                            unsafe { xs.part(t * d + r..t * d + r + 1)[0] += y }
+                        })
+                    });
+                    team.barrier();
                 }
-                let mut sum = 0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
+                // LM head over the last `m` positions.
+                if team.tid() == 0 {
+                    let mut hf = vec![0f32; m * d];
+                    // SAFETY: `x` is read-only from here on.
+                    let xf = unsafe { xs.get(first * d..n * d) };
+                    for (xt, ht) in xf.chunks_exact(d).zip(hf.chunks_exact_mut(d)) {
+                        rmsnorm(xt, &self.final_norm, eps, ht);
+                    }
+                    let _ = head_in.set(head.prepare(&hf, m));
                 }
-                o.fill(0.0);
-                for (j, p) in scores.iter().enumerate() {
-                    let v = &vc[kvh][j * hd..(j + 1) * hd];
-                    let w = p / sum;
-                    o.iter_mut().zip(v).for_each(|(a, b)| *a += w * b);
+                team.barrier();
+                if let Some(hin) = head_in.get() {
+                    let mut fscratch = Vec::new();
+                    let parts = nth * 4;
+                    team.chunks(vocab, vocab.div_ceil(parts).max(64), |rr| {
+                        head.logits_rows(isa, hin, rr, &mut raw, &mut fscratch, |r, t, y| {
+                            // SAFETY: rows of this chunk are this thread's.
+                            unsafe { logits.set(t * vocab + r, y) }
+                        })
+                    });
                 }
-            })
-        });
+            });
+        }
+        session.pos += n;
+        Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 
     /// Generates up to `max_tokens` after `prompt`; `on_token` sees each new token and may stop

@@ -2,8 +2,9 @@
 //! (never as f32): the shapes of BitNet b1.58-large (~700M) and BitNet b1.58 2B-4T.
 
 use crate::config::ModelConfig;
+use crate::int4::Int4Matrix;
 use crate::matrix::{Int8Matrix, RowTable, TernaryMatrix};
-use crate::model::{Layer, LoadOptions, Model};
+use crate::model::{HeadFormat, Layer, LoadOptions, Model};
 use crate::sampling::Rng;
 
 /// Benchmark shapes.
@@ -85,7 +86,8 @@ fn int8_table(rng: &mut Rng, rows: usize, cols: usize) -> Int8Matrix {
     m
 }
 
-/// Builds a random model of `shape` (deterministic in `seed`); the LM head/embedding are int8.
+/// Builds a random model of `shape` (deterministic in `seed`); the LM head/embedding are int8
+/// or int4 as `opts.head` resolves for the shape.
 pub fn synthetic_model(shape: Shape, seed: u64, opts: &LoadOptions) -> anyhow::Result<Model> {
     let cfg = shape.config();
     let mut rng = Rng::new(seed);
@@ -99,24 +101,33 @@ pub fn synthetic_model(shape: Shape, seed: u64, opts: &LoadOptions) -> anyhow::R
             ternary(&mut rng, kv, d),
             ternary(&mut rng, kv, d),
         ])?;
-        let gate_up = TernaryMatrix::concat(vec![
-            ternary(&mut rng, inter, d),
-            ternary(&mut rng, inter, d),
-        ])?;
+        let gate = ternary(&mut rng, inter, d);
+        let up = ternary(&mut rng, inter, d);
         layers.push(Layer {
             attn_norm: vec![1.0; d],
             qkv,
             o: ternary(&mut rng, d, d),
             ffn_norm: vec![1.0; d],
-            gate_up,
+            gate,
+            up,
             down: ternary(&mut rng, d, inter),
         });
     }
-    let embed = RowTable::Int8(int8_table(&mut rng, cfg.vocab_size, d));
+    let vocab = cfg.vocab_size;
+    let table = |rng: &mut Rng, tied: bool| -> anyhow::Result<RowTable> {
+        Ok(match opts.head.resolve(vocab, d, tied) {
+            HeadFormat::Int4 => {
+                RowTable::Int4(Int4Matrix::random(vocab, d, rng.next_u64(), 0.02 / 7.0))
+            }
+            HeadFormat::Int8 => RowTable::Int8(int8_table(rng, vocab, d)),
+            other => anyhow::bail!("synthetic models have int8 or int4 heads, not {other:?}"),
+        })
+    };
+    let embed = table(&mut rng, cfg.tie_word_embeddings)?;
     let head = if cfg.tie_word_embeddings {
         None
     } else {
-        Some(RowTable::Int8(int8_table(&mut rng, cfg.vocab_size, d)))
+        Some(table(&mut rng, false)?)
     };
     Model::from_parts(cfg, embed, head, layers, vec![1.0; d], None, opts)
 }

@@ -17,6 +17,8 @@
 //! All kernels return exact `i32` sums, so every SIMD path yields the same bits as the scalar one.
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod int4_x86;
+#[cfg(target_arch = "x86_64")]
 mod x86;
 
 use std::sync::OnceLock;
@@ -109,6 +111,16 @@ impl Isa {
             Isa::Avx512Vnni => "avx512-vnni",
         }
     }
+}
+
+/// Asks the CPU to start loading the cache line at byte `off` of `s` into L2 (a hint; nothing
+/// happens past the end or on CPUs without the instruction). Used by threads waiting at a
+/// barrier to warm the weights they will stream next.
+pub fn prefetch_line(s: &[u8], off: usize) {
+    #[cfg(target_arch = "x86_64")]
+    x86::prefetch_l2(s, off);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (s, off);
 }
 
 /// Length of a ternary row of `k` weights once padded to whole blocks.

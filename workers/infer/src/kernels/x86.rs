@@ -76,6 +76,14 @@ fn prefetch<T>(s: &[T], off: usize) {
     }
 }
 
+/// Prefetches the cache line at `off` of `s` into L2 (no-op past the end).
+pub(super) fn prefetch_l2(s: &[u8], off: usize) {
+    if off < s.len() {
+        // SAFETY: `off` is inside `s`; a prefetch is only a hint and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(s.as_ptr().add(off).cast()) }
+    }
+}
+
 /// `R` rows (one row group) × `N` tokens; `A` accumulators per (row, token) to break `vpdpbusd`
 /// latency chains. `w` starts at the group; its rows are interleaved per block (module docs).
 /// Per block: one 64-byte code load per row, one activation load per (shift, token), shared.

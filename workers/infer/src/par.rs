@@ -1,0 +1,282 @@
+//! A fork-join team for one forward pass: `n` threads run the same code (SPMD), split each step's
+//! work by thread or by dynamically claimed chunks, and meet at spin barriers between steps.
+//!
+//! Why not rayon: a decode step of a 24-layer model is ~250 small parallel steps of 5–50 µs each.
+//! rayon's fork-join puts idle workers to sleep between them and the wake-ups cost a measurable
+//! share of the step; a team whose threads spin at a barrier for the few microseconds between
+//! steps does not. The team lives for one forward pass (threads from `std::thread::scope`), so
+//! nothing spins while the engine is idle.
+//!
+//! This module holds the crate's only `unsafe` outside the SIMD kernels: [`Shared`], a slice that
+//! several team threads write in disjoint parts between barriers.
+#![allow(unsafe_code)]
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Spins before a waiting thread starts yielding its core (for oversubscribed machines).
+const SPINS_BEFORE_YIELD: u32 = 1 << 12;
+
+struct TeamState {
+    n: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    /// One work counter per dynamic step, in program order (all threads take the same steps).
+    counters: Vec<AtomicUsize>,
+}
+
+/// One thread's handle on the team.
+pub struct Team<'a> {
+    state: &'a TeamState,
+    tid: usize,
+    step: Cell<usize>,
+}
+
+impl Team<'_> {
+    /// This thread's index (0 is the calling thread).
+    pub fn tid(&self) -> usize {
+        self.tid
+    }
+
+    /// Threads in the team.
+    pub fn n(&self) -> usize {
+        self.state.n
+    }
+
+    /// Waits until every thread of the team has arrived. Writes made before the barrier are
+    /// visible to every thread after it (acquire/release on the generation counter).
+    pub fn barrier(&self) {
+        self.barrier_while(|| false);
+    }
+
+    /// [`Team::barrier`], calling `idle` while waiting for as long as it returns `true` (a
+    /// thread that arrives early can prefetch what it will read next).
+    pub fn barrier_while(&self, mut idle: impl FnMut() -> bool) {
+        let s = self.state;
+        if s.n == 1 {
+            return;
+        }
+        let gen = s.generation.load(Ordering::Acquire);
+        if s.arrived.fetch_add(1, Ordering::AcqRel) + 1 == s.n {
+            s.arrived.store(0, Ordering::Relaxed);
+            s.generation.fetch_add(1, Ordering::Release);
+            return;
+        }
+        let mut spins = 0u32;
+        let mut busy = true;
+        while s.generation.load(Ordering::Acquire) == gen {
+            if busy {
+                busy = idle();
+            } else if spins < SPINS_BEFORE_YIELD {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// This thread's static share of `0..total` (contiguous; boundaries multiples of `align`).
+    pub fn share(&self, total: usize, align: usize) -> Range<usize> {
+        let align = align.max(1);
+        let units = total.div_ceil(align);
+        let per = units.div_ceil(self.state.n);
+        let lo = (self.tid * per * align).min(total);
+        let hi = ((self.tid + 1) * per * align).min(total);
+        lo..hi
+    }
+
+    /// Calls `f` on chunks of `0..total` of `chunk` items (the last may be shorter), claimed
+    /// dynamically so a thread that runs ahead takes more. Every thread must call this at the
+    /// same point of the program (the chunk counter is per call site in program order).
+    pub fn chunks(&self, total: usize, chunk: usize, mut f: impl FnMut(Range<usize>)) {
+        let chunk = chunk.max(1);
+        let step = self.step.get();
+        self.step.set(step + 1);
+        match self.state.counters.get(step) {
+            Some(counter) if self.state.n > 1 => loop {
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let lo = i.saturating_mul(chunk);
+                if lo >= total {
+                    break;
+                }
+                f(lo..(lo + chunk).min(total));
+            },
+            // One thread, or more steps than counters: a static split (same results).
+            _ => {
+                let r = self.share(total.div_ceil(chunk), 1);
+                for i in r {
+                    f(i * chunk..((i + 1) * chunk).min(total));
+                }
+            }
+        }
+    }
+}
+
+/// Runs `f` on `n` threads (the caller is thread 0) and returns thread 0's result. `steps` is
+/// the number of [`Team::chunks`] calls each thread makes (more fall back to static splits).
+pub fn run<R: Send>(n: usize, steps: usize, f: impl Fn(&Team) -> R + Sync) -> R {
+    let n = n.max(1);
+    let state = TeamState {
+        n,
+        arrived: AtomicUsize::new(0),
+        generation: AtomicUsize::new(0),
+        counters: (0..steps).map(|_| AtomicUsize::new(0)).collect(),
+    };
+    let team = |tid| Team {
+        state: &state,
+        tid,
+        step: Cell::new(0),
+    };
+    if n == 1 {
+        return f(&team(0));
+    }
+    std::thread::scope(|scope| {
+        for tid in 1..n {
+            let (f, team) = (&f, &team);
+            std::thread::Builder::new()
+                .name(format!("infer-{tid}"))
+                .spawn_scoped(scope, move || {
+                    f(&team(tid));
+                })
+                .expect("spawning an inference thread");
+        }
+        f(&team(0))
+    })
+}
+
+/// A mutable slice shared by a team: threads write disjoint ranges between barriers and read it
+/// whole after one.
+pub struct Shared<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: `Shared` is a `&mut [T]` split among threads by the callers' contract (below); sending
+// or sharing it is as safe as sending `&mut [T]` pieces, which needs `T: Send`.
+unsafe impl<T: Send> Send for Shared<'_, T> {}
+// SAFETY: as above; all access goes through the `unsafe` methods whose contract rules out
+// overlapping writes and reads racing with writes.
+unsafe impl<T: Send> Sync for Shared<'_, T> {}
+
+impl<'a, T> Shared<'a, T> {
+    /// Wraps a slice for the duration of the borrow.
+    pub fn new(s: &'a mut [T]) -> Self {
+        Shared {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Mutable access to `r` (panics when out of bounds).
+    ///
+    /// # Safety
+    /// Until the next team barrier, no other thread may access any element of `r`, and this
+    /// thread may not hold another reference into `r`.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn part(&self, r: Range<usize>) -> &mut [T] {
+        assert!(
+            r.start <= r.end && r.end <= self.len,
+            "shared slice range out of bounds"
+        );
+        // SAFETY: in bounds (checked); exclusivity is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.end - r.start) }
+    }
+
+    /// Writes `v` at `i` (panics when out of bounds).
+    ///
+    /// # Safety
+    /// Until the next team barrier, no other thread may access element `i`.
+    pub unsafe fn set(&self, i: usize, v: T) {
+        assert!(i < self.len, "shared slice index out of bounds");
+        // SAFETY: in bounds (checked); exclusivity is the caller's contract.
+        unsafe { *self.ptr.add(i) = v }
+    }
+
+    /// Shared access to `r` (panics when out of bounds).
+    ///
+    /// # Safety
+    /// No thread may write any element of `r` until the next team barrier.
+    pub unsafe fn get(&self, r: Range<usize>) -> &[T] {
+        assert!(
+            r.start <= r.end && r.end <= self.len,
+            "shared slice range out of bounds"
+        );
+        // SAFETY: in bounds (checked); absence of writers is the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(r.start), r.end - r.start) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_everything_once_and_barriers_publish_writes() {
+        for n in 1..=4 {
+            let mut buf = vec![0u32; 1003];
+            let mut total = vec![0u64; 1];
+            {
+                let shared = Shared::new(&mut buf);
+                let out = Shared::new(&mut total);
+                run(n, 2, |team| {
+                    team.chunks(1003, 17, |r| {
+                        // SAFETY: chunks are disjoint.
+                        let p = unsafe { shared.part(r.clone()) };
+                        for (i, v) in r.zip(p.iter_mut()) {
+                            *v += i as u32 + 1;
+                        }
+                    });
+                    team.barrier();
+                    if team.tid() == 0 {
+                        // SAFETY: nobody writes after the barrier.
+                        let all = unsafe { shared.get(0..1003) };
+                        let sum = all.iter().map(|&v| u64::from(v)).sum();
+                        // SAFETY: only thread 0 touches `out`.
+                        unsafe { out.set(0, sum) };
+                    }
+                    team.barrier();
+                });
+            }
+            assert!(buf.iter().enumerate().all(|(i, &v)| v == i as u32 + 1));
+            assert_eq!(total[0], 1003 * 1004 / 2);
+        }
+    }
+
+    #[test]
+    fn shares_are_aligned_and_partition_the_range() {
+        let state = TeamState {
+            n: 3,
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            counters: vec![],
+        };
+        let mut next = 0;
+        for tid in 0..3 {
+            let t = Team {
+                state: &state,
+                tid,
+                step: Cell::new(0),
+            };
+            let r = t.share(103, 4);
+            assert_eq!(r.start, next);
+            assert!(r.start % 4 == 0 || r.start == 103);
+            next = r.end;
+        }
+        assert_eq!(next, 103);
+    }
+}

@@ -1,0 +1,233 @@
+//! The f32 parts of the forward pass (RMSNorm, activation quantization, attention), written
+//! with the association of every sum spelled out (16 fixed partial sums), then compiled three
+//! times: portable, AVX2 and AVX-512. The wider builds only put more of the same lanes in one
+//! register, so all three give the same bits; the widest the CPU has is picked at run time.
+//! (The crate is built for baseline x86-64, where these loops would get 128-bit SSE only.)
+#![allow(unsafe_code)]
+
+use std::sync::OnceLock;
+
+use crate::matrix::round_half_away;
+
+/// Partial sums of the reductions.
+const L: usize = 16;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Width {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+fn width() -> Width {
+    static W: OnceLock<Width> = OnceLock::new();
+    *W.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                return Width::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") {
+                return Width::Avx2;
+            }
+        }
+        Width::Portable
+    })
+}
+
+/// Defines `pub fn $name` that runs `$body` compiled for the widest vector ISA available.
+macro_rules! multiversion {
+    ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2")]
+            fn avx512($($arg: $ty),*) $(-> $ret)? {
+                portable($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            fn avx2($($arg: $ty),*) $(-> $ret)? {
+                portable($($arg),*)
+            }
+            match width() {
+                // SAFETY: `width()` saw these features on this CPU.
+                #[cfg(target_arch = "x86_64")]
+                Width::Avx512 => unsafe { avx512($($arg),*) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                Width::Avx2 => unsafe { avx2($($arg),*) },
+                Width::Portable => portable($($arg),*),
+            }
+        }
+    };
+}
+
+/// `Σ a·b` with 16 partial sums added in a fixed order.
+#[inline(always)]
+fn dot16(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; L];
+    let n = a.len().min(b.len());
+    let (ca, cb) = (a[..n].chunks_exact(L), b[..n].chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..L {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    for (i, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[i] += x * y;
+    }
+    let mut s = 0f32;
+    for v in acc {
+        s += v;
+    }
+    s
+}
+
+multiversion! {
+    /// `Σ a·b` (16 partial sums in a fixed order).
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot16(a, b)
+    }
+}
+
+multiversion! {
+    /// RMSNorm of one row: `out = x / sqrt(mean(x²) + eps) · w`.
+    pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let d = w.len();
+        let ms = dot16(&x[..d], &x[..d]) / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, &v), &g) in out[..d].iter_mut().zip(&x[..d]).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+}
+
+multiversion! {
+    /// Per-token int8 quantization: `q = clamp(round(x·127/g), -128, 127)` with
+    /// `g = max(max|x|, 1e-5)` into `out` (`x.len()` values); returns `(Σ q, g)`.
+    pub fn quantize_i8(x: &[f32], out: &mut [i8]) -> (i32, f32) {
+        let mut m = [0f32; L];
+        let cx = x.chunks_exact(L);
+        for v in cx.remainder() {
+            m[0] = m[0].max(v.abs());
+        }
+        for c in cx {
+            for i in 0..L {
+                m[i] = m[i].max(c[i].abs());
+            }
+        }
+        let g = m.iter().fold(0f32, |a, &b| a.max(b)).max(1e-5);
+        let mut s = [0i32; L];
+        let (cx, co) = (x.chunks_exact(L), out[..x.len()].chunks_exact_mut(L));
+        let (rx, ro) = (cx.remainder(), co.into_remainder());
+        for (v, q) in rx.iter().zip(ro.iter_mut()) {
+            *q = round_half_away(v * 127.0 / g).clamp(-128, 127) as i8;
+            s[0] += i32::from(*q);
+        }
+        let (cx, co) = (x.chunks_exact(L), out[..x.len()].chunks_exact_mut(L));
+        for (c, q) in cx.zip(co) {
+            for i in 0..L {
+                q[i] = round_half_away(c[i] * 127.0 / g).clamp(-128, 127) as i8;
+                s[i] += i32::from(q[i]);
+            }
+        }
+        (s.iter().sum(), g)
+    }
+}
+
+multiversion! {
+    /// One query over the cached keys/values of one head (`k`, `v`: positions × `hd`):
+    /// `out = softmax(q·k · scale) · v`. `scores` is scratch.
+    pub fn attend(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        hd: usize,
+        scale: f32,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        scores.clear();
+        let mut max = f32::NEG_INFINITY;
+        for kj in k.chunks_exact(hd) {
+            let s = dot16(q, kj) * scale;
+            max = max.max(s);
+            scores.push(s);
+        }
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        out.fill(0.0);
+        let inv = 1.0 / sum;
+        for (p, vj) in scores.iter().zip(v.chunks_exact(hd)) {
+            let w = p * inv;
+            for (a, b) in out.iter_mut().zip(vj) {
+                *a += w * b;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_width_gives_the_portable_bits() {
+        let x: Vec<f32> = (0..1003)
+            .map(|i| ((i * 7919) % 1000) as f32 / 77.0 - 6.0)
+            .collect();
+        let w: Vec<f32> = (0..1003).map(|i| 0.5 + (i % 13) as f32 / 10.0).collect();
+        let mut a = vec![0f32; 1003];
+        let mut b = vec![0f32; 1003];
+        rmsnorm(&x, &w, 1e-5, &mut a);
+        rmsnorm_portable_for_test(&x, &w, 1e-5, &mut b);
+        assert_eq!(
+            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(dot(&x, &w).to_bits(), dot16(&x, &w).to_bits());
+        let mut qa = vec![0i8; 1003];
+        let (s, g) = quantize_i8(&x, &mut qa);
+        let gmax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert_eq!(g, gmax);
+        let want: Vec<i8> = x
+            .iter()
+            .map(|v| (v * 127.0 / g).round().clamp(-128.0, 127.0) as i8)
+            .collect();
+        assert_eq!(qa, want);
+        assert_eq!(s, want.iter().map(|&v| i32::from(v)).sum::<i32>());
+    }
+
+    fn rmsnorm_portable_for_test(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let d = w.len();
+        let ms = dot16(x, x) / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+
+    #[test]
+    fn attention_is_a_softmax_average_of_values() {
+        let hd = 4;
+        let q = [1.0, 0.0, 0.0, 0.0];
+        let k = [1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0];
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let mut out = [0f32; 4];
+        attend(&q, &k, &v, hd, 1.0, &mut Vec::new(), &mut out);
+        let p0 = 1.0 / (1.0 + (-2f32).exp());
+        for i in 0..4 {
+            let want = p0 * v[i] + (1.0 - p0) * v[4 + i];
+            assert!((out[i] - want).abs() < 1e-6, "{out:?}");
+        }
+    }
+}
