@@ -14,7 +14,10 @@ fn main() {
         (4096usize, 1536usize)
     };
     let k_pad = kernels::padded_ternary_len(k);
-    let w: Vec<u8> = (0..rows * k_pad / 4).map(|i| (i * 37 % 81) as u8).collect();
+    let mut w: Vec<u8> = magnet_infer::mem::huge_vec(rows * k_pad / 4, 0);
+    for (i, b) in w.iter_mut().enumerate() {
+        *b = (i * 37 % 81) as u8;
+    }
     for n_tok in if big {
         vec![1usize]
     } else {
@@ -36,6 +39,27 @@ fn main() {
                 let t = Instant::now();
                 kernels::ternary_gemm(isa, &w, rows, k_pad, &x, n_tok, &mut out);
                 dt = dt.min(t.elapsed().as_secs_f64());
+            }
+            if big && isa != Isa::Scalar {
+                // Two threads, each streaming its half of the rows (the decode split).
+                let half = rows / 2;
+                let (wa, wb) = w.split_at(half * k_pad / 4);
+                let (oa, ob) = out.split_at_mut(half);
+                let (xr, mut dt2) = (&x, f64::MAX);
+                for _ in 0..reps {
+                    let t = Instant::now();
+                    std::thread::scope(|s| {
+                        s.spawn(|| kernels::ternary_gemm(isa, wa, half, k_pad, xr, 1, oa));
+                        kernels::ternary_gemm(isa, wb, rows - half, k_pad, xr, 1, ob);
+                    });
+                    dt2 = dt2.min(t.elapsed().as_secs_f64());
+                }
+                println!(
+                    "ternary {rows}x{k} 2 threads  {:<12} {:8.3} ms  {:6.1} GB/s weights",
+                    isa.name(),
+                    dt2 * 1e3,
+                    w.len() as f64 / dt2 / 1e9
+                );
             }
             println!(
                 "ternary {rows}x{k} n_tok {n_tok:>2} {:<12} {:8.3} ms  {:6.1} GB/s weights  {:6.1} GMAC/s",

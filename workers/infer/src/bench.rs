@@ -35,9 +35,11 @@ pub fn measure_bandwidth(threads: usize, bytes: usize, repeats: usize) -> anyhow
         .num_threads(threads)
         .build()?;
     let words = bytes / 8;
-    let buf: Vec<u64> = (0..words as u64)
-        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .collect();
+    // On huge pages like the weights (crate::mem), so the bound is measured the same way.
+    let mut buf: Vec<u64> = crate::mem::huge_vec(words, 0);
+    for (i, w) in buf.iter_mut().enumerate() {
+        *w = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
     let chunk = words.div_ceil(threads);
     let mut best = 0f64;
     for _ in 0..repeats.max(1) {

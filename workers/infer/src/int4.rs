@@ -109,7 +109,7 @@ impl Int4Matrix {
             rows,
             cols,
             k_pad,
-            codes: vec![ZERO_CODE | (ZERO_CODE << 4); code_len],
+            codes: crate::mem::huge_vec(code_len, ZERO_CODE | (ZERO_CODE << 4)),
             scales: vec![1.0; n_scales],
         }
     }
@@ -187,7 +187,7 @@ impl Int4Matrix {
     /// Deterministic in `seed`; fast enough for a 128256 × 2560 benchmark head.
     pub fn random(rows: usize, cols: usize, seed: u64, scale: f32) -> Int4Matrix {
         let (k_pad, code_len, n_scales) = Self::alloc(rows, cols);
-        let mut codes = vec![0u8; code_len];
+        let mut codes = crate::mem::huge_vec(code_len, 0u8);
         let mut state = seed;
         // 16 random bits per code, mapped to 1..=15 by multiply-shift (bias < 2^-12).
         let code = |z: u64, k: u32| 1 + ((((z >> (16 * k)) & 0xFFFF) * 15) >> 16) as u8;

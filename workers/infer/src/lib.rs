@@ -15,6 +15,7 @@ pub mod int4;
 pub mod kernels;
 mod load;
 pub mod matrix;
+pub mod mem;
 mod model;
 pub mod par;
 pub mod sampling;

@@ -187,7 +187,7 @@ impl TernaryMatrix {
             rows,
             cols,
             k_pad,
-            codes: vec![0x55; rows * k_pad / 4],
+            codes: crate::mem::huge_vec(rows * k_pad / 4, 0x55),
             row_scale: vec![s; rows],
         }
     }
@@ -246,9 +246,13 @@ impl TernaryMatrix {
             .skip(1)
             .all(|p| p.rows % kernels::ROW_GROUP == 0);
         if aligned {
+            let total: usize = parts.iter().map(|p| p.codes.len()).sum();
+            out.codes = crate::mem::huge_vec(total, 0);
+            let mut off = 0;
             for p in parts {
                 out.rows += p.rows;
-                out.codes.extend_from_slice(&p.codes);
+                out.codes[off..off + p.codes.len()].copy_from_slice(&p.codes);
+                off += p.codes.len();
                 out.row_scale.extend_from_slice(&p.row_scale);
             }
             return Ok(out);
@@ -287,23 +291,25 @@ impl TernaryMatrix {
         &self.codes[rows.start * rb..rows.end * rb]
     }
 
-    /// Rows `rows` of the product with `a`: calls `emit(r, t, y)` with
-    /// `y = (Σ_k w[r][k]·xq[t][k]) · s_r · g_t / 127` (exact integer dot, then f32). `rows.start`
-    /// must be a multiple of [`kernels::ROW_GROUP`]; `raw` is scratch.
+    /// Rows `rows` of the product with `a`: for each token `t`, calls `emit(t, rows.start, y)`
+    /// with `y[i] = (Σ_k w[r][k]·xq[t][k]) · s_r · g_t / 127` for `r = rows.start + i` (exact
+    /// integer dot, then f32). `rows.start` must be a multiple of [`kernels::ROW_GROUP`]; `raw`
+    /// and `fbuf` are scratch.
     pub fn matmul_rows(
         &self,
         isa: Isa,
         a: Acts<'_>,
         rows: Range<usize>,
         raw: &mut Vec<i32>,
-        mut emit: impl FnMut(usize, usize, f32),
+        fbuf: &mut Vec<f32>,
+        mut emit: impl FnMut(usize, usize, &[f32]),
     ) {
         assert_eq!(
             a.k_pad, self.k_pad,
             "activation width does not match the matrix"
         );
         assert!(
-            rows.start % kernels::ROW_GROUP == 0 && rows.end <= self.rows,
+            rows.start.is_multiple_of(kernels::ROW_GROUP) && rows.end <= self.rows,
             "row range must start at a row group and lie inside the matrix"
         );
         if rows.is_empty() {
@@ -323,21 +329,24 @@ impl TernaryMatrix {
             n,
             raw,
         );
-        for (i, r) in rows.enumerate() {
-            let s = self.row_scale[r];
-            for t in 0..n {
-                let v = raw[i * n + t] - a.sums[t];
-                emit(r, t, v as f32 * s * a.scale[t] / 127.0);
+        fbuf.clear();
+        fbuf.resize(nr, 0.0);
+        let scales = &self.row_scale[rows.clone()];
+        for t in 0..n {
+            let (sum, g) = (a.sums[t], a.scale[t]);
+            for ((y, &s), v) in fbuf.iter_mut().zip(scales).zip(raw.iter().skip(t).step_by(n)) {
+                *y = (v - sum) as f32 * s * g / 127.0;
             }
+            emit(t, rows.start, fbuf);
         }
     }
 
     /// The whole product on the calling thread: `out[t * rows + r]`.
     pub fn matmul(&self, isa: Isa, a: &QuantActs, out: &mut [f32]) {
         let rows = self.rows;
-        let mut raw = Vec::new();
-        self.matmul_rows(isa, a.view(), 0..rows, &mut raw, |r, t, y| {
-            out[t * rows + r] = y
+        let (mut raw, mut fbuf) = (Vec::new(), Vec::new());
+        self.matmul_rows(isa, a.view(), 0..rows, &mut raw, &mut fbuf, |t, _, y| {
+            out[t * rows..(t + 1) * rows].copy_from_slice(y)
         });
     }
 }
@@ -382,7 +391,7 @@ impl Int8Matrix {
             rows,
             cols,
             k_pad,
-            data: vec![0; rows * k_pad],
+            data: crate::mem::huge_vec(rows * k_pad, 0),
             scale: vec![1.0; rows],
             row_sums: vec![0; rows],
         }
@@ -414,15 +423,16 @@ impl Int8Matrix {
         self.data.len() + 4 * self.scale.len()
     }
 
-    /// Rows `rows` of the product with `a` (natural-order int8 activations): calls
-    /// `emit(r, t, y)` with `y = (Σ_k q[r][k]·xq[t][k]) · scale_r · g_t / 127`.
+    /// Rows `rows` of the product with `a` (natural-order int8 activations): for each token
+    /// `t`, calls `emit(t, rows.start, y)` with `y[i] = (Σ_k q[r][k]·xq[t][k]) · scale_r · g_t / 127`.
     pub fn matmul_rows(
         &self,
         isa: Isa,
         a: Acts<'_>,
         rows: Range<usize>,
         raw: &mut Vec<i32>,
-        mut emit: impl FnMut(usize, usize, f32),
+        fbuf: &mut Vec<f32>,
+        mut emit: impl FnMut(usize, usize, &[f32]),
     ) {
         assert_eq!(
             a.k_pad, self.k_pad,
@@ -434,8 +444,9 @@ impl Int8Matrix {
         }
         let n = a.n_tok;
         let kp = self.k_pad;
+        let nr = rows.len();
         raw.clear();
-        raw.resize(rows.len() * n, 0);
+        raw.resize(nr * n, 0);
         kernels::i8_gemm(
             isa,
             &self.data[rows.start * kp..rows.end * kp],
@@ -445,11 +456,15 @@ impl Int8Matrix {
             n,
             raw,
         );
-        for (i, r) in rows.enumerate() {
-            let s = self.scale[r];
-            for t in 0..n {
-                emit(r, t, raw[i * n + t] as f32 * s * a.scale[t] / 127.0);
+        fbuf.clear();
+        fbuf.resize(nr, 0.0);
+        let scales = &self.scale[rows.clone()];
+        for t in 0..n {
+            let g = a.scale[t];
+            for ((y, &s), &v) in fbuf.iter_mut().zip(scales).zip(raw.iter().skip(t).step_by(n)) {
+                *y = v as f32 * s * g / 127.0;
             }
+            emit(t, rows.start, fbuf);
         }
     }
 }
@@ -561,9 +576,10 @@ impl RowTable {
         }
     }
 
-    /// Logits of rows `rows` for the prepared tokens: `emit(r, t, logit)`. The f32 table is a
-    /// plain sequential dot per output; the others use the integer kernels (one thread computes
-    /// each output, so the bits do not depend on how rows are split).
+    /// Logits of rows `rows` for the prepared tokens: for each token `t`,
+    /// `emit(t, rows.start, logits)`. The f32 table is a plain sequential dot per output; the
+    /// others use the integer kernels (one thread computes each output, so the bits do not
+    /// depend on how rows are split).
     pub fn logits_rows(
         &self,
         isa: Isa,
@@ -571,31 +587,36 @@ impl RowTable {
         rows: Range<usize>,
         scratch: &mut Vec<i32>,
         fscratch: &mut Vec<f32>,
-        mut emit: impl FnMut(usize, usize, f32),
+        fbuf: &mut Vec<f32>,
+        mut emit: impl FnMut(usize, usize, &[f32]),
     ) {
         match (self, input) {
             (RowTable::F32 { data, cols, .. }, HeadInput::F32(x)) => {
                 let n = x.len() / (*cols).max(1);
-                for r in rows {
-                    let w = &data[r * cols..(r + 1) * cols];
-                    for t in 0..n {
-                        let xt = &x[t * cols..(t + 1) * cols];
-                        emit(r, t, w.iter().zip(xt).fold(0f32, |acc, (a, b)| acc + a * b));
-                    }
+                for t in 0..n {
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    fbuf.clear();
+                    fbuf.extend(rows.clone().map(|r| {
+                        let w = &data[r * cols..(r + 1) * cols];
+                        w.iter().zip(xt).fold(0f32, |acc, (a, b)| acc + a * b)
+                    }));
+                    emit(t, rows.start, fbuf);
                 }
             }
             (RowTable::Int8(m), HeadInput::Int8(a)) => {
-                m.matmul_rows(isa, a.view(), rows, scratch, emit)
+                m.matmul_rows(isa, a.view(), rows, scratch, fbuf, emit)
             }
             (RowTable::Int4(m), HeadInput::Int4(a, corr)) => {
                 let n = a.n_tok;
+                let nr = rows.len();
                 fscratch.clear();
-                fscratch.resize(rows.len() * n, 0.0);
+                fscratch.resize(nr * n, 0.0);
                 int4::int4_gemm(isa, m, rows.clone(), &a.data, corr, n, fscratch);
-                for (i, r) in rows.enumerate() {
-                    for t in 0..n {
-                        emit(r, t, fscratch[i * n + t] * a.scale[t] / 127.0);
-                    }
+                for t in 0..n {
+                    let g = a.scale[t];
+                    fbuf.clear();
+                    fbuf.extend(fscratch.iter().skip(t).step_by(n).map(|&v| v * g / 127.0));
+                    emit(t, rows.start, fbuf);
                 }
             }
             _ => panic!("head input prepared for another table format"),
@@ -613,7 +634,8 @@ impl RowTable {
             0..rows,
             &mut Vec::new(),
             &mut Vec::new(),
-            |r, t, y| out[t * rows + r] = y,
+            &mut Vec::new(),
+            |t, _, y| out[t * rows..(t + 1) * rows].copy_from_slice(y),
         );
         out
     }

@@ -455,6 +455,7 @@ impl Model {
 
             par::run(nth, 10 * nl + 2, |team: &Team| {
                 let mut raw = Vec::new();
+                let mut fbuf = Vec::new();
                 let mut tmp = Vec::new();
                 let mut hbuf = vec![0f32; d.max(inter)];
                 let mut gbuf: Vec<f32> = Vec::new();
@@ -539,9 +540,10 @@ impl Model {
                     );
                     let a = acts(d);
                     rows_of(qkv_w, &mut |rr| {
-                        layer.qkv.matmul_rows(isa, a, rr, &mut raw, |r, t, y| {
+                        layer.qkv.matmul_rows(isa, a, rr, &mut raw, &mut fbuf, |t, r0, y| {
+                            let at = t * qkv_w + r0;
                             // SAFETY: rows of this chunk are this thread's.
-                            unsafe { qkv.set(t * qkv_w + r, y) }
+                            unsafe { qkv.part(at..at + y.len()) }.copy_from_slice(y)
                         })
                     });
                     team.barrier();
@@ -597,9 +599,11 @@ impl Model {
                     );
                     let a = acts(q_dim);
                     rows_of(d, &mut |rr| {
-                        layer.o.matmul_rows(isa, a, rr, &mut raw, |r, t, y| {
+                        layer.o.matmul_rows(isa, a, rr, &mut raw, &mut fbuf, |t, r0, y| {
+                            let at = t * d + r0;
                             // SAFETY: rows of this chunk are this thread's.
-                            unsafe { xs.part(t * d + r..t * d + r + 1)[0] += y }
+                            let xt = unsafe { xs.part(at..at + y.len()) };
+                            xt.iter_mut().zip(y).for_each(|(a, b)| *a += b);
                         })
                     });
                     team.barrier();
@@ -619,15 +623,20 @@ impl Model {
                         gbuf.clear();
                         gbuf.resize(nr * n, 0.0);
                         let r0 = rr.start;
+                        // gbuf[t * nr + i]: gate of row r0 + i for token t.
                         layer
                             .gate
-                            .matmul_rows(isa, a, rr.clone(), &mut raw, |r, t, y| {
-                                gbuf[(r - r0) * n + t] = y
+                            .matmul_rows(isa, a, rr.clone(), &mut raw, &mut fbuf, |t, _, y| {
+                                gbuf[t * nr..(t + 1) * nr].copy_from_slice(y)
                             });
-                        layer.up.matmul_rows(isa, a, rr, &mut raw, |r, t, u| {
-                            let g = gbuf[(r - r0) * n + t];
+                        layer.up.matmul_rows(isa, a, rr, &mut raw, &mut fbuf, |t, _, u| {
+                            let at = t * inter + r0;
                             // SAFETY: rows of this chunk are this thread's.
-                            unsafe { act.set(t * inter + r, g / (1.0 + (-g).exp()) * u) }
+                            let out = unsafe { act.part(at..at + nr) };
+                            let g = &gbuf[t * nr..(t + 1) * nr];
+                            for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+                                *o = g / (1.0 + (-g).exp()) * u;
+                            }
                         });
                     });
                     team.barrier();
@@ -641,9 +650,11 @@ impl Model {
                     );
                     let a = acts(inter);
                     rows_of(d, &mut |rr| {
-                        layer.down.matmul_rows(isa, a, rr, &mut raw, |r, t, y| {
+                        layer.down.matmul_rows(isa, a, rr, &mut raw, &mut fbuf, |t, r0, y| {
+                            let at = t * d + r0;
                             // SAFETY: rows of this chunk are this thread's.
-                            unsafe { xs.part(t * d + r..t * d + r + 1)[0] += y }
+                            let xt = unsafe { xs.part(at..at + y.len()) };
+                            xt.iter_mut().zip(y).for_each(|(a, b)| *a += b);
                         })
                     });
                     team.barrier();
@@ -663,10 +674,19 @@ impl Model {
                     let mut fscratch = Vec::new();
                     let parts = nth * 4;
                     team.chunks(vocab, vocab.div_ceil(parts).max(64), |rr| {
-                        head.logits_rows(isa, hin, rr, &mut raw, &mut fscratch, |r, t, y| {
-                            // SAFETY: rows of this chunk are this thread's.
-                            unsafe { logits.set(t * vocab + r, y) }
-                        })
+                        head.logits_rows(
+                            isa,
+                            hin,
+                            rr,
+                            &mut raw,
+                            &mut fscratch,
+                            &mut fbuf,
+                            |t, r0, y| {
+                                let at = t * vocab + r0;
+                                // SAFETY: rows of this chunk are this thread's.
+                                unsafe { logits.part(at..at + y.len()) }.copy_from_slice(y)
+                            },
+                        )
                     });
                 }
             });
