@@ -156,7 +156,7 @@ pub struct TernaryMatrix {
     rows: usize,
     cols: usize,
     k_pad: usize,
-    codes: Vec<u8>,
+    codes: crate::mem::Bytes,
     row_scale: Vec<f32>,
 }
 
@@ -187,7 +187,7 @@ impl TernaryMatrix {
             rows,
             cols,
             k_pad,
-            codes: crate::mem::huge_vec(rows * k_pad / 4, 0x55),
+            codes: crate::mem::Bytes::Own(crate::mem::huge_vec(rows * k_pad / 4, 0x55)),
             row_scale: vec![s; rows],
         }
     }
@@ -199,13 +199,13 @@ impl TernaryMatrix {
         kernels::pack_ternary_row(values, &mut natural);
         for (b, blk) in natural.chunks_exact(kernels::BLOCK_BYTES).enumerate() {
             let off = kernels::tiled_offset(self.rows, rb, r, b);
-            self.codes[off..off + kernels::BLOCK_BYTES].copy_from_slice(blk);
+            self.codes.to_mut()[off..off + kernels::BLOCK_BYTES].copy_from_slice(blk);
         }
     }
 
     /// All packed bytes (tiled layout; for generators writing random codes directly).
     pub fn codes_mut(&mut self) -> &mut [u8] {
-        &mut self.codes
+        self.codes.to_mut()
     }
 
     /// Sets the scale of row `r`.
@@ -235,7 +235,7 @@ impl TernaryMatrix {
             rows: 0,
             cols,
             k_pad: kernels::padded_ternary_len(cols),
-            codes: vec![],
+            codes: crate::mem::Bytes::Own(vec![]),
             row_scale: vec![],
         };
         // Appending the packed bytes keeps the row-group tiling only when every part but the
@@ -247,14 +247,15 @@ impl TernaryMatrix {
             .all(|p| p.rows % kernels::ROW_GROUP == 0);
         if aligned {
             let total: usize = parts.iter().map(|p| p.codes.len()).sum();
-            out.codes = crate::mem::huge_vec(total, 0);
+            let mut codes = crate::mem::huge_vec(total, 0);
             let mut off = 0;
             for p in parts {
                 out.rows += p.rows;
-                out.codes[off..off + p.codes.len()].copy_from_slice(&p.codes);
+                codes[off..off + p.codes.len()].copy_from_slice(&p.codes);
                 off += p.codes.len();
                 out.row_scale.extend_from_slice(&p.row_scale);
             }
+            out.codes = crate::mem::Bytes::Own(codes);
             return Ok(out);
         }
         let rows = parts.iter().map(|p| p.rows).sum();
@@ -283,6 +284,11 @@ impl TernaryMatrix {
     /// Bytes streamed per matmul (packed codes + scales).
     pub fn bytes(&self) -> usize {
         self.codes.len() + 4 * self.row_scale.len()
+    }
+
+    /// The packed bytes' storage (to move them into an arena).
+    pub(crate) fn storage_mut(&mut self) -> &mut crate::mem::Bytes {
+        &mut self.codes
     }
 
     /// Packed bytes of rows `rows` (`rows.start` at a row group).

@@ -253,6 +253,12 @@ impl Model {
         }
         let isa = opts.isa.unwrap_or_else(Isa::detect);
         let exec = Exec::new(opts.threads, isa)?;
+        let mut layers = layers;
+        // All ternary weights in one arena on huge pages, in the order decode streams them.
+        crate::mem::into_arena(layers.iter_mut().flat_map(|l| {
+            [&mut l.qkv, &mut l.o, &mut l.gate, &mut l.up, &mut l.down]
+                .map(TernaryMatrix::storage_mut)
+        }));
         // HF: inv_freq = 1 / theta^(2i/d), in f32.
         let inv_freq = (0..hd / 2)
             .map(|i| 1.0 / config.rope_theta.powf((2 * i) as f32 / hd as f32))
