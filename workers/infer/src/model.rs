@@ -134,14 +134,43 @@ pub struct Model {
 
 /// KV cache and position of one sequence.
 pub struct Session {
-    /// `[layer][kv_head]` → `[position][head_dim]`: each head's history is contiguous, so
-    /// attention streams it sequentially.
-    k: Vec<Vec<Vec<f32>>>,
-    v: Vec<Vec<Vec<f32>>>,
+    /// Keys and values, each one buffer `[layer][kv_head][cap][head_dim]`: a head's history is
+    /// contiguous (attention streams it), and the whole cache is one allocation (huge pages).
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Positions each head slot holds.
+    cap: usize,
+    /// `layers × kv_heads` slots.
+    slots: usize,
+    head_dim: usize,
     pos: usize,
 }
 
 impl Session {
+    /// Elements of slot `slot` (`layer * kv_heads + kv_head`) holding positions `p0..p1`.
+    fn span(&self, slot: usize, p0: usize, p1: usize) -> std::ops::Range<usize> {
+        let base = slot * self.cap * self.head_dim;
+        base + p0 * self.head_dim..base + p1 * self.head_dim
+    }
+
+    /// Makes room for `len` positions (capacity doubles; the history is moved once per growth).
+    fn reserve(&mut self, len: usize) {
+        if len <= self.cap {
+            return;
+        }
+        let cap = len.next_power_of_two().max(64);
+        let hd = self.head_dim;
+        let mut k = crate::mem::huge_vec(self.slots * cap * hd, 0f32);
+        let mut v = crate::mem::huge_vec(self.slots * cap * hd, 0f32);
+        let used = self.pos * hd;
+        for slot in 0..self.slots {
+            let (src, dst) = (slot * self.cap * hd, slot * cap * hd);
+            k[dst..dst + used].copy_from_slice(&self.k[src..src + used]);
+            v[dst..dst + used].copy_from_slice(&self.v[src..src + used]);
+        }
+        (self.k, self.v, self.cap) = (k, v, cap);
+    }
+
     /// Tokens already processed.
     pub fn len(&self) -> usize {
         self.pos
@@ -320,8 +349,11 @@ impl Model {
         let n = self.config.num_hidden_layers;
         let kvh = self.config.kv_heads();
         Session {
-            k: vec![vec![Vec::new(); kvh]; n],
-            v: vec![vec![Vec::new(); kvh]; n],
+            k: Vec::new(),
+            v: Vec::new(),
+            cap: 0,
+            slots: n * kvh,
+            head_dim: self.config.head_dim(),
             pos: 0,
         }
     }
@@ -405,12 +437,10 @@ impl Model {
             }
         };
         // Room in the KV cache for the new positions (written by the team below).
-        let len = pos0 + n;
-        for cache in session.k.iter_mut().chain(session.v.iter_mut()) {
-            for h in cache.iter_mut() {
-                h.resize(len * hd, 0.0);
-            }
-        }
+        session.reserve(pos0 + n);
+        let spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = (0..nl * kvh)
+            .map(|slot| (session.span(slot, pos0, pos0 + n), session.span(slot, 0, pos0 + n)))
+            .collect();
 
         let k_max = [d, q_dim, inter]
             .iter()
@@ -439,16 +469,8 @@ impl Model {
             let attn = Shared::new(&mut attn);
             let act = Shared::new(&mut act);
             let logits = Shared::new(&mut logits);
-            let kc: Vec<Vec<Shared<f32>>> = session
-                .k
-                .iter_mut()
-                .map(|l| l.iter_mut().map(|h| Shared::new(h)).collect())
-                .collect();
-            let vc: Vec<Vec<Shared<f32>>> = session
-                .v
-                .iter_mut()
-                .map(|l| l.iter_mut().map(|h| Shared::new(h)).collect())
-                .collect();
+            let kc = Shared::new(&mut session.k);
+            let vc = Shared::new(&mut session.v);
             let scale = 1.0 / (hd as f32).sqrt();
             // Rows per dynamically claimed chunk: two per thread for one token (little
             // overhead, some balance), eight per thread for a prompt.
@@ -553,47 +575,61 @@ impl Model {
                         })
                     });
                     team.barrier();
-                    team.chunks(n * kvh, 1, |tasks| {
-                        for i in tasks {
-                            let (t, h) = (i / kvh, i % kvh);
-                            let p = (pos0 + t) * hd;
-                            // SAFETY: `qkv` is read-only in this step; cache rows at the new
-                            // positions of head `h` for token `t` are this task's.
+                    // Writes token `t`'s key (after RoPE) and value of kv head `h` to the cache.
+                    let store_kv = |t: usize, h: usize| {
+                        let (new, _) = &spans[li * kvh + h];
+                        let at = new.start + t * hd;
+                        let row = t * qkv_w + q_dim + h * hd;
+                        // SAFETY: `qkv` is read-only in this step; the cache rows of (t, h) at
+                        // the new positions are this task's.
+                        unsafe {
+                            rope(qkv.get(row..row + hd), kc.part(at..at + hd), t);
+                            vc.part(at..at + hd)
+                                .copy_from_slice(qkv.get(row + kv_dim..row + kv_dim + hd));
+                        }
+                    };
+                    // Attention of token `t`, query head `head`, over the cache.
+                    let attend_one = |t: usize, head: usize, qrot: &mut [f32], scores: &mut Vec<f32>| {
+                        let (_, all) = &spans[li * kvh + head / group];
+                        let ctx = all.start..all.start + (pos0 + t + 1) * hd;
+                        let row = t * qkv_w + head * hd;
+                        // SAFETY: `qkv` and the cache are read-only in this step (the cache
+                        // rows were written before the last barrier or, for one token, by this
+                        // thread just before); the output slice of (t, head) is this task's.
+                        unsafe {
+                            rope(qkv.get(row..row + hd), qrot, t);
+                            let o = attn.part(t * q_dim + head * hd..t * q_dim + (head + 1) * hd);
+                            attend(qrot, kc.get(ctx.clone()), vc.get(ctx), hd, scale, scores, o);
+                        }
+                    };
+                    if n == 1 {
+                        // One token: each thread takes whole kv heads (with their query heads),
+                        // stores their new key/value and attends, with no barrier in between.
+                        for h in team.share(kvh, 1) {
+                            let (_, all) = &spans[li * kvh + h];
+                            // SAFETY: read-only prefetch hints of this head's history.
                             unsafe {
-                                let kr = qkv.get(
-                                    t * qkv_w + q_dim + h * hd..t * qkv_w + q_dim + (h + 1) * hd,
-                                );
-                                let vr = qkv.get(
-                                    t * qkv_w + q_dim + kv_dim + h * hd
-                                        ..t * qkv_w + q_dim + kv_dim + (h + 1) * hd,
-                                );
-                                rope(kr, kc[li][h].part(p..p + hd), t);
-                                vc[li][h].part(p..p + hd).copy_from_slice(vr);
+                                kernels::prefetch_all(kc.get(all.clone()));
+                                kernels::prefetch_all(vc.get(all.clone()));
+                            }
+                            store_kv(0, h);
+                            for head in h * group..(h + 1) * group {
+                                attend_one(0, head, &mut qrot, &mut scores);
                             }
                         }
-                    });
-                    team.barrier();
-                    team.chunks(n * n_heads, 1, |tasks| {
-                        for i in tasks {
-                            let (t, head) = (i / n_heads, i % n_heads);
-                            let g = head / group;
-                            let ctx = pos0 + t + 1;
-                            // SAFETY: `qkv` and the caches are read-only in this step; the
-                            // output slice of (t, head) is this task's.
-                            unsafe {
-                                rope(
-                                    qkv.get(t * qkv_w + head * hd..t * qkv_w + (head + 1) * hd),
-                                    &mut qrot,
-                                    t,
-                                );
-                                let kh = kc[li][g].get(0..ctx * hd);
-                                let vh = vc[li][g].get(0..ctx * hd);
-                                let o =
-                                    attn.part(t * q_dim + head * hd..t * q_dim + (head + 1) * hd);
-                                attend(&qrot, kh, vh, hd, scale, &mut scores, o);
+                    } else {
+                        team.chunks(n * kvh, 1, |tasks| {
+                            for i in tasks {
+                                store_kv(i / kvh, i % kvh);
                             }
-                        }
-                    });
+                        });
+                        team.barrier();
+                        team.chunks(n * n_heads, 1, |tasks| {
+                            for i in tasks {
+                                attend_one(i / n_heads, i % n_heads, &mut qrot, &mut scores);
+                            }
+                        });
+                    }
                     team.barrier();
                     quant(
                         &attn,

@@ -123,6 +123,15 @@ pub fn prefetch_line(s: &[u8], off: usize) {
     let _ = (s, off);
 }
 
+/// Asks the CPU to start loading every cache line of `s` (a hint; e.g. a KV-cache history
+/// about to be read, so its misses overlap instead of following one another).
+pub fn prefetch_all<T>(s: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    x86::prefetch_all(s);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = s;
+}
+
 /// Length of a ternary row of `k` weights once padded to whole blocks.
 pub fn padded_ternary_len(k: usize) -> usize {
     k.div_ceil(BLOCK) * BLOCK

@@ -84,6 +84,16 @@ pub(super) fn prefetch_l2(s: &[u8], off: usize) {
     }
 }
 
+/// Prefetches every cache line of `s` into L1.
+pub(super) fn prefetch_all<T>(s: &[T]) {
+    let bytes = std::mem::size_of_val(s);
+    let p = s.as_ptr().cast::<u8>();
+    for off in (0..bytes).step_by(64) {
+        // SAFETY: `off` is inside `s`; a prefetch is only a hint and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off).cast()) }
+    }
+}
+
 /// `R` rows (one row group) × `N` tokens; `A` accumulators per (row, token) to break `vpdpbusd`
 /// latency chains. `w` starts at the group; its rows are interleaved per block (module docs).
 /// Per block: one 64-byte code load per row, one activation load per (shift, token), shared.
