@@ -338,9 +338,10 @@ impl TernaryMatrix {
         fbuf.clear();
         fbuf.resize(nr, 0.0);
         let scales = &self.row_scale[rows.clone()];
-        for t in 0..n {
+        // The kernel's output is token-major: token t's results are raw[t * nr..(t + 1) * nr].
+        for (t, rt) in raw.chunks_exact(nr).enumerate() {
             let (sum, g) = (a.sums[t], a.scale[t]);
-            for ((y, &s), v) in fbuf.iter_mut().zip(scales).zip(raw.iter().skip(t).step_by(n)) {
+            for ((y, &s), &v) in fbuf.iter_mut().zip(scales).zip(rt) {
                 *y = (v - sum) as f32 * s * g / 127.0;
             }
             emit(t, rows.start, fbuf);

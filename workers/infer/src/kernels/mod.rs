@@ -196,7 +196,8 @@ pub fn permute_acts(x: &[i8], out: &mut [i8]) {
     }
 }
 
-/// Ternary GEMM on raw codes: `out[r * n_tok + t] = Σ_k q[r][k] · x[t][k]` where `q = w + 1`.
+/// Ternary GEMM on raw codes: `out[t * n_rows + r] = Σ_k q[r][k] · x[t][k]` where `q = w + 1`
+/// (token-major, so each token's results are one contiguous row slice).
 ///
 /// `w` holds `n_rows` tiled rows (see the module docs; the slice starts at a row group) of
 /// `k_pad / 4` bytes; `x` holds `n_tok` permuted activation rows of `k_pad` bytes. The caller
@@ -267,7 +268,7 @@ fn ternary_gemm_scalar(
                     acc += s;
                 }
             }
-            out[r * n_tok + t] = acc;
+            out[t * n_rows + r] = acc;
         }
     }
 }
@@ -425,8 +426,12 @@ mod tests {
             for isa in Isa::available() {
                 let mut raw = vec![0i32; rows * n_tok];
                 ternary_gemm(isa, &packed, rows, k_pad, &xp, n_tok, &mut raw);
+                // Kernel output is token-major; the reference is row-major.
                 let got: Vec<i32> = (0..rows * n_tok)
-                    .map(|i| raw[i] - x[i % n_tok].iter().map(|&v| i32::from(v)).sum::<i32>())
+                    .map(|i| {
+                        let (r, t) = (i / n_tok, i % n_tok);
+                        raw[t * rows + r] - x[t].iter().map(|&v| i32::from(v)).sum::<i32>()
+                    })
                     .collect();
                 assert_eq!(
                     got, want,

@@ -144,7 +144,8 @@ fn ternary_tile_avx512<const R: usize, const N: usize, const A: usize>(
     out
 }
 
-/// Runs one `R`-row group over all tokens, in token tiles of 4 (remainder 1–3).
+/// Runs one `R`-row group (rows `r0..r0 + R` of `n_rows`) over all tokens, in token tiles of 4
+/// (remainder 1–3); results go to `out[t * n_rows + r]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn ternary_rows_avx512<const R: usize>(
@@ -152,6 +153,7 @@ fn ternary_rows_avx512<const R: usize>(
     x: &[i8],
     k_pad: usize,
     n_tok: usize,
+    (r0, n_rows): (usize, usize),
     out: &mut [i32],
 ) {
     let blocks = k_pad / BLOCK;
@@ -182,8 +184,11 @@ fn ternary_rows_avx512<const R: usize>(
                 (0..R).for_each(|r| vals[r] = o[r]);
             }
         }
-        for (r, v) in vals.iter().enumerate() {
-            out[r * n_tok + t..r * n_tok + t + n].copy_from_slice(&v[..n]);
+        for j in 0..n {
+            let o = &mut out[(t + j) * n_rows + r0..(t + j) * n_rows + r0 + R];
+            for (slot, v) in o.iter_mut().zip(&vals) {
+                *slot = v[j];
+            }
         }
         t += n;
     }
@@ -204,12 +209,12 @@ fn ternary_gemm_avx512_impl(
         let gr = (n_rows - r).min(super::ROW_GROUP);
         // The group and everything after it (for prefetching across the group boundary).
         let g = &w[r * rb..];
-        let o = &mut out[r * n_tok..(r + gr) * n_tok];
+        let at = (r, n_rows);
         match gr {
-            4 => ternary_rows_avx512::<4>(g, x, k_pad, n_tok, o),
-            3 => ternary_rows_avx512::<3>(g, x, k_pad, n_tok, o),
-            2 => ternary_rows_avx512::<2>(g, x, k_pad, n_tok, o),
-            _ => ternary_rows_avx512::<1>(g, x, k_pad, n_tok, o),
+            4 => ternary_rows_avx512::<4>(g, x, k_pad, n_tok, at, out),
+            3 => ternary_rows_avx512::<3>(g, x, k_pad, n_tok, at, out),
+            2 => ternary_rows_avx512::<2>(g, x, k_pad, n_tok, at, out),
+            _ => ternary_rows_avx512::<1>(g, x, k_pad, n_tok, at, out),
         }
         r += gr;
     }
@@ -276,7 +281,7 @@ fn ternary_tile_avx2<const N: usize>(
         }
     }
     for t in 0..N {
-        out[t0 + t] = hsum256(acc[t]);
+        out[(t0 + t) * n_rows + r] = hsum256(acc[t]);
     }
 }
 
@@ -289,14 +294,14 @@ fn ternary_gemm_avx2_impl(
     n_tok: usize,
     out: &mut [i32],
 ) {
-    for (r, o) in out.chunks_exact_mut(n_tok).enumerate().take(n_rows) {
+    for r in 0..n_rows {
         let mut t = 0;
         while t < n_tok {
             match n_tok - t {
-                1 => ternary_tile_avx2::<1>(w, n_rows, r, x, k_pad, t, o),
-                2 => ternary_tile_avx2::<2>(w, n_rows, r, x, k_pad, t, o),
-                3 => ternary_tile_avx2::<3>(w, n_rows, r, x, k_pad, t, o),
-                _ => ternary_tile_avx2::<4>(w, n_rows, r, x, k_pad, t, o),
+                1 => ternary_tile_avx2::<1>(w, n_rows, r, x, k_pad, t, out),
+                2 => ternary_tile_avx2::<2>(w, n_rows, r, x, k_pad, t, out),
+                3 => ternary_tile_avx2::<3>(w, n_rows, r, x, k_pad, t, out),
+                _ => ternary_tile_avx2::<4>(w, n_rows, r, x, k_pad, t, out),
             }
             t += (n_tok - t).min(4);
         }
