@@ -25,6 +25,47 @@ fn my_codes<'m>(team: &Team, n: usize, m: &'m TernaryMatrix) -> &'m [u8] {
     }
 }
 
+/// One token's int8 activations, private to a team thread.
+struct OwnActs {
+    data: Vec<i8>,
+    sum: i32,
+    scale: f32,
+}
+
+/// The activations of the next matmul: a thread's own buffer for one token, the team's shared
+/// buffers for a prompt.
+///
+/// # Safety
+/// For a prompt, no thread may write the shared buffers while the result is in use.
+#[allow(unsafe_code)]
+unsafe fn acts_of<'b>(
+    n: usize,
+    k: usize,
+    own: &'b OwnActs,
+    (qd, qs, qg): (&'b Shared<i8>, &'b Shared<i32>, &'b Shared<f32>),
+) -> Acts<'b> {
+    let kp = kernels::padded_ternary_len(k);
+    if n == 1 {
+        return Acts {
+            n_tok: 1,
+            k_pad: kp,
+            data: &own.data[..kp],
+            sums: std::slice::from_ref(&own.sum),
+            scale: std::slice::from_ref(&own.scale),
+        };
+    }
+    // SAFETY: no writers, by the caller's contract.
+    unsafe {
+        Acts {
+            n_tok: n,
+            k_pad: kp,
+            data: qd.get(0..n * kp),
+            sums: qs.get(0..n),
+            scale: qg.get(0..n),
+        }
+    }
+}
+
 /// How the LM head is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HeadFormat {
@@ -439,7 +480,12 @@ impl Model {
         // Room in the KV cache for the new positions (written by the team below).
         session.reserve(pos0 + n);
         let spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = (0..nl * kvh)
-            .map(|slot| (session.span(slot, pos0, pos0 + n), session.span(slot, 0, pos0 + n)))
+            .map(|slot| {
+                (
+                    session.span(slot, pos0, pos0 + n),
+                    session.span(slot, 0, pos0 + n),
+                )
+            })
             .collect();
 
         let k_max = [d, q_dim, inter]
@@ -491,34 +537,52 @@ impl Model {
                 let mut scores: Vec<f32> = Vec::new();
                 // Quantizes `n` rows of `k` values of `src` (after RMSNorm with `norm`) into
                 // the shared activation buffer, then waits for the team.
+                // Quantizes `n` rows of `k` values of `src` (after RMSNorm with `norm`). One
+                // token: every thread quantizes it into its own buffer `own` (no barrier; the
+                // source was completed before the last one). A prompt: the rows are split over
+                // the team into the shared buffers, then the team waits.
                 let quant = |src: &Shared<f32>,
                              k: usize,
                              norm: Option<&[f32]>,
                              tmp: &mut Vec<i8>,
                              hbuf: &mut [f32],
-                             next: [&[u8]; 2]| {
+                             own: &mut OwnActs| {
                     let kp = kernels::padded_ternary_len(k);
+                    let norm_row = |xt: &[f32], hbuf: &mut [f32]| match norm {
+                        Some(w) => {
+                            rmsnorm(xt, w, eps, &mut hbuf[..k]);
+                        }
+                        None => hbuf[..k].copy_from_slice(xt),
+                    };
+                    if n == 1 {
+                        // SAFETY: `src` is read-only in this step.
+                        norm_row(unsafe { src.get(0..k) }, hbuf);
+                        (own.sum, own.scale) =
+                            quantize_token(&hbuf[..k], true, tmp, &mut own.data[..kp]);
+                        return;
+                    }
                     team.chunks(n, 1, |tr| {
                         for t in tr {
                             // SAFETY: `src` is read-only in this step (written before the last
                             // barrier); row `t` of the activation buffers is this thread's.
                             unsafe {
-                                let xt = src.get(t * k..(t + 1) * k);
-                                let h = match norm {
-                                    Some(w) => {
-                                        rmsnorm(xt, w, eps, &mut hbuf[..k]);
-                                        &hbuf[..k]
-                                    }
-                                    None => xt,
-                                };
-                                let (s, g) =
-                                    quantize_token(h, true, tmp, qd.part(t * kp..(t + 1) * kp));
+                                norm_row(src.get(t * k..(t + 1) * k), hbuf);
+                                let (s, g) = quantize_token(
+                                    &hbuf[..k],
+                                    true,
+                                    tmp,
+                                    qd.part(t * kp..(t + 1) * kp),
+                                );
                                 qs.set(t, s);
                                 qg.set(t, g);
                             }
                         }
                     });
-                    // While waiting, pull the start of this thread's next weights into L2.
+                    team.barrier();
+                };
+                // A barrier during which this thread pulls the start of its next weights into
+                // L2 (one token; for a prompt the rows are not known ahead).
+                let warm_barrier = |next: [&[u8]; 2]| {
                     let (mut part, mut off) = (0, 0);
                     team.barrier_while(|| {
                         while part < 2 && off >= next[part].len().min(WARM_BYTES) {
@@ -542,19 +606,10 @@ impl Model {
                     }
                 };
                 let mine = |m| my_codes(team, n, m);
-                // SAFETY (for every `acts` below): the activation buffers were written before
-                // the last barrier and are only read until the next one.
-                let acts = |k: usize| -> Acts<'_> {
-                    let kp = kernels::padded_ternary_len(k);
-                    unsafe {
-                        Acts {
-                            n_tok: n,
-                            k_pad: kp,
-                            data: qd.get(0..n * kp),
-                            sums: qs.get(0..n),
-                            scale: qg.get(0..n),
-                        }
-                    }
+                let mut own = OwnActs {
+                    data: vec![0i8; k_max],
+                    sum: 0,
+                    scale: 0.0,
                 };
                 for (li, layer) in self.layers.iter().enumerate() {
                     // Attention block.
@@ -564,17 +619,20 @@ impl Model {
                         Some(&layer.attn_norm),
                         &mut tmp,
                         &mut hbuf,
-                        [mine(&layer.qkv), &[]],
+                        &mut own,
                     );
-                    let a = acts(d);
+                    // SAFETY: the shared activations (prompt) were written before the last barrier.
+                    let a = unsafe { acts_of(n, d, &own, (&qd, &qs, &qg)) };
                     rows_of(qkv_w, &mut |rr| {
-                        layer.qkv.matmul_rows(isa, a, rr, &mut raw, &mut fbuf, |t, r0, y| {
-                            let at = t * qkv_w + r0;
-                            // SAFETY: rows of this chunk are this thread's.
-                            unsafe { qkv.part(at..at + y.len()) }.copy_from_slice(y)
-                        })
+                        layer
+                            .qkv
+                            .matmul_rows(isa, a, rr, &mut raw, &mut fbuf, |t, r0, y| {
+                                let at = t * qkv_w + r0;
+                                // SAFETY: rows of this chunk are this thread's.
+                                unsafe { qkv.part(at..at + y.len()) }.copy_from_slice(y)
+                            })
                     });
-                    team.barrier();
+                    warm_barrier([mine(&layer.o), &[]]);
                     // Writes token `t`'s key (after RoPE) and value of kv head `h` to the cache.
                     let store_kv = |t: usize, h: usize| {
                         let (new, _) = &spans[li * kvh + h];
@@ -589,7 +647,10 @@ impl Model {
                         }
                     };
                     // Attention of token `t`, query head `head`, over the cache.
-                    let attend_one = |t: usize, head: usize, qrot: &mut [f32], scores: &mut Vec<f32>| {
+                    let attend_one = |t: usize,
+                                      head: usize,
+                                      qrot: &mut [f32],
+                                      scores: &mut Vec<f32>| {
                         let (_, all) = &spans[li * kvh + head / group];
                         let ctx = all.start..all.start + (pos0 + t + 1) * hd;
                         let row = t * qkv_w + head * hd;
@@ -630,76 +691,70 @@ impl Model {
                             }
                         });
                     }
-                    team.barrier();
-                    quant(
-                        &attn,
-                        q_dim,
-                        None,
-                        &mut tmp,
-                        &mut hbuf,
-                        [mine(&layer.o), &[]],
-                    );
-                    let a = acts(q_dim);
+                    warm_barrier([mine(&layer.o), &[]]);
+                    quant(&attn, q_dim, None, &mut tmp, &mut hbuf, &mut own);
+                    // SAFETY: the shared activations (prompt) were written before the last barrier.
+                    let a = unsafe { acts_of(n, q_dim, &own, (&qd, &qs, &qg)) };
                     rows_of(d, &mut |rr| {
-                        layer.o.matmul_rows(isa, a, rr, &mut raw, &mut fbuf, |t, r0, y| {
-                            let at = t * d + r0;
-                            // SAFETY: rows of this chunk are this thread's.
-                            let xt = unsafe { xs.part(at..at + y.len()) };
-                            xt.iter_mut().zip(y).for_each(|(a, b)| *a += b);
-                        })
+                        layer
+                            .o
+                            .matmul_rows(isa, a, rr, &mut raw, &mut fbuf, |t, r0, y| {
+                                let at = t * d + r0;
+                                // SAFETY: rows of this chunk are this thread's.
+                                let xt = unsafe { xs.part(at..at + y.len()) };
+                                xt.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+                            })
                     });
-                    team.barrier();
+                    warm_barrier([mine(&layer.gate), mine(&layer.up)]);
 
                     // MLP block.
-                    quant(
-                        &xs,
-                        d,
-                        Some(&layer.ffn_norm),
-                        &mut tmp,
-                        &mut hbuf,
-                        [mine(&layer.gate), mine(&layer.up)],
-                    );
-                    let a = acts(d);
+                    quant(&xs, d, Some(&layer.ffn_norm), &mut tmp, &mut hbuf, &mut own);
+                    // SAFETY: the shared activations (prompt) were written before the last barrier.
+                    let a = unsafe { acts_of(n, d, &own, (&qd, &qs, &qg)) };
                     rows_of(inter, &mut |rr| {
                         let nr = rr.len();
                         gbuf.clear();
                         gbuf.resize(nr * n, 0.0);
                         let r0 = rr.start;
                         // gbuf[t * nr + i]: gate of row r0 + i for token t.
+                        layer.gate.matmul_rows(
+                            isa,
+                            a,
+                            rr.clone(),
+                            &mut raw,
+                            &mut fbuf,
+                            |t, _, y| gbuf[t * nr..(t + 1) * nr].copy_from_slice(y),
+                        );
                         layer
-                            .gate
-                            .matmul_rows(isa, a, rr.clone(), &mut raw, &mut fbuf, |t, _, y| {
-                                gbuf[t * nr..(t + 1) * nr].copy_from_slice(y)
+                            .up
+                            .matmul_rows(isa, a, rr, &mut raw, &mut fbuf, |t, _, u| {
+                                let at = t * inter + r0;
+                                // SAFETY: rows of this chunk are this thread's.
+                                let out = unsafe { act.part(at..at + nr) };
+                                let g = &gbuf[t * nr..(t + 1) * nr];
+                                for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+                                    *o = g / (1.0 + (-g).exp()) * u;
+                                }
                             });
-                        layer.up.matmul_rows(isa, a, rr, &mut raw, &mut fbuf, |t, _, u| {
-                            let at = t * inter + r0;
-                            // SAFETY: rows of this chunk are this thread's.
-                            let out = unsafe { act.part(at..at + nr) };
-                            let g = &gbuf[t * nr..(t + 1) * nr];
-                            for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
-                                *o = g / (1.0 + (-g).exp()) * u;
-                            }
-                        });
                     });
-                    team.barrier();
-                    quant(
-                        &act,
-                        inter,
-                        None,
-                        &mut tmp,
-                        &mut hbuf,
-                        [mine(&layer.down), &[]],
-                    );
-                    let a = acts(inter);
+                    warm_barrier([mine(&layer.down), &[]]);
+                    quant(&act, inter, None, &mut tmp, &mut hbuf, &mut own);
+                    // SAFETY: the shared activations (prompt) were written before the last barrier.
+                    let a = unsafe { acts_of(n, inter, &own, (&qd, &qs, &qg)) };
                     rows_of(d, &mut |rr| {
-                        layer.down.matmul_rows(isa, a, rr, &mut raw, &mut fbuf, |t, r0, y| {
-                            let at = t * d + r0;
-                            // SAFETY: rows of this chunk are this thread's.
-                            let xt = unsafe { xs.part(at..at + y.len()) };
-                            xt.iter_mut().zip(y).for_each(|(a, b)| *a += b);
-                        })
+                        layer
+                            .down
+                            .matmul_rows(isa, a, rr, &mut raw, &mut fbuf, |t, r0, y| {
+                                let at = t * d + r0;
+                                // SAFETY: rows of this chunk are this thread's.
+                                let xt = unsafe { xs.part(at..at + y.len()) };
+                                xt.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+                            })
                     });
-                    team.barrier();
+                    warm_barrier([
+                        self.layers.get(li + 1).map_or(&[][..], |l| mine(&l.qkv)),
+                        &[],
+                    ]);
                 }
                 // LM head over the last `m` positions.
                 if team.tid() == 0 {

@@ -53,6 +53,46 @@ fn kv_cache_decode_gives_the_same_bits_as_batched_prefill() {
 }
 
 #[test]
+fn decode_across_kv_cache_growth_matches_prefill_for_any_thread_count() {
+    // The cache starts at 64 positions per head and doubles; 100 positions cross that, with
+    // single-token steps (the barrier-free per-kv-head attention path) on 1-3 threads.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec {
+        heads: 4,
+        kv_heads: 2,
+        ..Spec::tiny()
+    };
+    write_checkpoint(dir.path(), &spec, 31);
+    let tokens: Vec<u32> = (0..100).map(|i| (i * 53 % 250) as u32).collect();
+    let mut want = None;
+    for threads in [1, 2, 3] {
+        let model = Model::load_with(
+            dir.path(),
+            &LoadOptions {
+                threads,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let batched = bits(&model.forward_logits(&tokens).unwrap());
+        let mut s = model.new_session();
+        let mut stepped = bits(&model.forward(&mut s, &tokens[..10], true).unwrap());
+        for &t in &tokens[10..] {
+            stepped.extend(bits(&model.forward(&mut s, &[t], false).unwrap()));
+        }
+        assert_eq!(s.len(), 100);
+        assert!(
+            batched == stepped,
+            "{threads} threads: stepped decode differs"
+        );
+        match &want {
+            None => want = Some(batched),
+            Some(w) => assert!(*w == batched, "{threads} threads differ from 1"),
+        }
+    }
+}
+
+#[test]
 fn logits_are_bit_identical_across_threads_and_simd_paths() {
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec {
