@@ -468,7 +468,11 @@ impl Int8Matrix {
         let scales = &self.scale[rows.clone()];
         for t in 0..n {
             let g = a.scale[t];
-            for ((y, &s), &v) in fbuf.iter_mut().zip(scales).zip(raw.iter().skip(t).step_by(n)) {
+            for ((y, &s), &v) in fbuf
+                .iter_mut()
+                .zip(scales)
+                .zip(raw.iter().skip(t).step_by(n))
+            {
                 *y = v as f32 * s * g / 127.0;
             }
             emit(t, rows.start, fbuf);
@@ -492,6 +496,14 @@ pub enum RowTable {
     Int8(Int8Matrix),
     /// Int4 with one scale per row and group of 128 columns.
     Int4(Int4Matrix),
+}
+
+/// Scratch buffers of [`RowTable::logits_rows`].
+#[derive(Default)]
+pub struct HeadScratch {
+    raw: Vec<i32>,
+    f: Vec<f32>,
+    y: Vec<f32>,
 }
 
 /// Hidden states prepared for an LM head ([`RowTable::prepare`]).
@@ -592,11 +604,14 @@ impl RowTable {
         isa: Isa,
         input: &HeadInput,
         rows: Range<usize>,
-        scratch: &mut Vec<i32>,
-        fscratch: &mut Vec<f32>,
-        fbuf: &mut Vec<f32>,
+        scratch: &mut HeadScratch,
         mut emit: impl FnMut(usize, usize, &[f32]),
     ) {
+        let HeadScratch {
+            raw: scratch,
+            f: fscratch,
+            y: fbuf,
+        } = scratch;
         match (self, input) {
             (RowTable::F32 { data, cols, .. }, HeadInput::F32(x)) => {
                 let n = x.len() / (*cols).max(1);
@@ -639,9 +654,7 @@ impl RowTable {
             isa,
             &input,
             0..rows,
-            &mut Vec::new(),
-            &mut Vec::new(),
-            &mut Vec::new(),
+            &mut HeadScratch::default(),
             |t, _, y| out[t * rows..(t + 1) * rows].copy_from_slice(y),
         );
         out

@@ -75,7 +75,10 @@ const MIN_BYTES: usize = 4 << 20;
 /// `n` copies of `v` in a vector whose pages are marked for huge pages (if large).
 pub fn huge_vec<T: Copy>(n: usize, v: T) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(n);
-    advise_huge(out.as_mut_ptr().cast(), n.saturating_mul(std::mem::size_of::<T>()));
+    advise_huge(
+        out.as_mut_ptr().cast(),
+        n.saturating_mul(std::mem::size_of::<T>()),
+    );
     out.resize(n, v);
     out
 }
@@ -131,7 +134,11 @@ mod tests {
         assert!(matches!(a, Bytes::Arena(..)) && matches!(b, Bytes::Arena(..)));
         assert_eq!(&a[..], &wa[..]);
         assert_eq!(&b[..], &wb[..]);
-        assert_eq!(a.as_ptr() as usize % (2 << 20), 0, "first buffer on a 2 MiB boundary");
+        assert_eq!(
+            a.as_ptr() as usize % (2 << 20),
+            0,
+            "first buffer on a 2 MiB boundary"
+        );
         b.to_mut()[0] = 1;
         assert_eq!(b[0], 1);
         assert_eq!(&a[..], &wa[..], "writing one buffer leaves the others");

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use crate::config::ModelConfig;
 use crate::kernels::{self, Isa};
-use crate::matrix::{quantize_token, Acts, Exec, HeadInput, RowTable, TernaryMatrix};
+use crate::matrix::{quantize_token, Acts, Exec, HeadInput, HeadScratch, RowTable, TernaryMatrix};
 use crate::par::{self, Shared, Team};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::vecf32::{attend, rmsnorm};
@@ -768,22 +768,14 @@ impl Model {
                 }
                 team.barrier();
                 if let Some(hin) = head_in.get() {
-                    let mut fscratch = Vec::new();
+                    let mut hscratch = HeadScratch::default();
                     let parts = nth * 4;
                     team.chunks(vocab, vocab.div_ceil(parts).max(64), |rr| {
-                        head.logits_rows(
-                            isa,
-                            hin,
-                            rr,
-                            &mut raw,
-                            &mut fscratch,
-                            &mut fbuf,
-                            |t, r0, y| {
-                                let at = t * vocab + r0;
-                                // SAFETY: rows of this chunk are this thread's.
-                                unsafe { logits.part(at..at + y.len()) }.copy_from_slice(y)
-                            },
-                        )
+                        head.logits_rows(isa, hin, rr, &mut hscratch, |t, r0, y| {
+                            let at = t * vocab + r0;
+                            // SAFETY: rows of this chunk are this thread's.
+                            unsafe { logits.part(at..at + y.len()) }.copy_from_slice(y)
+                        })
                     });
                 }
             });

@@ -274,7 +274,7 @@ mod tests {
             };
             let r = t.share(103, 4);
             assert_eq!(r.start, next);
-            assert!(r.start % 4 == 0 || r.start == 103);
+            assert!(r.start.is_multiple_of(4) || r.start == 103);
             next = r.end;
         }
         assert_eq!(next, 103);

@@ -103,6 +103,7 @@ fn ternary_tile_avx512<const R: usize, const N: usize, const A: usize>(
     w: &[u8],
     blocks: usize,
     xs: [&[i8]; N],
+    (pfd, hint): (usize, usize),
 ) -> [[i32; N]; R] {
     let mask = _mm512_set1_epi8(3);
     let mut acc = [[[_mm512_setzero_si512(); A]; N]; R];
@@ -322,34 +323,141 @@ pub(super) fn ternary_gemm_avx2(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Int8 × int8, AVX-512 VNNI: activations biased to u8 (x ^ 0x80 = x + 128), `vpdpbusd`, then
-// subtract 128 · Σw.
+// Int8 × int8 (LM head). Rows are contiguous (`k_pad` bytes each); both paths work on tiles of
+// up to [`I8_ROW_TILE`] rows × 4 tokens so that each activation load is shared by every row of
+// the tile, and prefetch the next row tile in address order while computing this one (the rows
+// of a tile are 4 streams `k_pad` bytes apart, which the hardware prefetchers follow poorly).
+// Bounds are checked once per tile; the inner loops use raw-pointer loads.
 
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn i8_tile_avx512<const N: usize>(
-    row: &[i8],
-    rest: &[i8],
-    x: &[i8],
-    k_pad: usize,
-    t0: usize,
-    bias: i32,
-    out: &mut [i32],
-) {
-    let flip = _mm512_set1_epi8(i8::MIN);
-    let mut acc = [_mm512_setzero_si512(); N];
-    let xs: [&[i8]; N] = std::array::from_fn(|t| &x[(t0 + t) * k_pad..(t0 + t + 1) * k_pad]);
-    for (i, wc) in row.chunks_exact(I8_BLOCK).enumerate() {
-        prefetch(rest, i * I8_BLOCK + PREFETCH_AHEAD);
-        let wv = load512_i8(wc);
-        for t in 0..N {
-            let a = _mm512_xor_si512(load512_i8(&xs[t][i * I8_BLOCK..]), flip);
-            acc[t] = _mm512_dpbusd_epi32(acc[t], a, wv);
+/// Rows per int8 tile (the remaining `n_rows % 4` rows are done one at a time).
+const I8_ROW_TILE: usize = 4;
+
+// EXPERIMENT knobs (temporary).
+fn knob(name: &str, def: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(def)
+}
+fn knobs() -> (usize, usize, usize, usize) {
+    static K: std::sync::OnceLock<(usize, usize, usize, usize)> = std::sync::OnceLock::new();
+    *K.get_or_init(|| (knob("I8_PF", 2048), knob("I8_R", 4), knob("I8_A", 2), knob("I8_HINT", 0)))
+}
+#[inline(always)]
+fn pfx(s: &[i8], off: usize, pf: usize, hint: usize) {
+    if pf == 0 || off >= s.len() {
+        return;
+    }
+    // SAFETY: in bounds hint
+    unsafe {
+        let p = s.as_ptr().add(off).cast();
+        match hint {
+            0 => _mm_prefetch::<_MM_HINT_T0>(p),
+            1 => _mm_prefetch::<_MM_HINT_T1>(p),
+            _ => _mm_prefetch::<_MM_HINT_NTA>(p),
         }
     }
-    for t in 0..N {
-        out[t0 + t] = _mm512_reduce_add_epi32(acc[t]) - bias;
+}
+
+/// 64 bytes at `p`.
+///
+/// # Safety
+/// `p` must point to 64 readable bytes (no alignment needed).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn i8_load512<T>(p: *const T) -> __m512i {
+    // SAFETY: the caller guarantees 64 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_si512(p.cast()) }
+}
+
+/// 32 bytes at `p`.
+///
+/// # Safety
+/// `p` must point to 32 readable bytes (no alignment needed).
+#[inline]
+#[target_feature(enable = "avx")]
+unsafe fn i8_load256<T>(p: *const T) -> __m256i {
+    // SAFETY: the caller guarantees 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// Writes tile results `vals[i][t] - bias[i]` to `out[(r0 + i) * n_tok + t0 + t]`.
+#[inline(always)]
+fn i8_store<const R: usize, const N: usize>(
+    vals: [[i32; N]; R],
+    bias: impl Fn(usize) -> i32,
+    out: &mut [i32],
+    (r0, t0, n_tok): (usize, usize, usize),
+) {
+    for (i, v) in vals.iter().enumerate() {
+        let o = &mut out[(r0 + i) * n_tok + t0..(r0 + i) * n_tok + t0 + N];
+        let b = bias(i);
+        for (slot, &s) in o.iter_mut().zip(v) {
+            *slot = s.wrapping_sub(b);
+        }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Int8 × int8, AVX-512 VNNI: activations biased to u8 once per call (x ^ 0x80 = x + 128 for
+// x ∈ [-127, 127]), `vpdpbusd` (u8 activations × i8 weights, no saturation), then subtract
+// 128 · Σw. The i32 lanes wrap, so the result is exact whenever the true sum fits in i32.
+
+/// Rows `r0..r0 + R` of `w` × `N` flipped tokens `xs` (each `k_pad` bytes); `A` accumulators per
+/// (row, token) over consecutive 64-byte chunks, to cover the `vpdpbusd` latency when R·N is
+/// small. Returns the raw biased sums.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn i8_tile_avx512<const R: usize, const N: usize, const A: usize>(
+    w: &[i8],
+    r0: usize,
+    k_pad: usize,
+    xs: [&[u8]; N],
+    (pfd, hint): (usize, usize),
+) -> [[i32; N]; R] {
+    // Checked once here; every load below stays inside these slices.
+    let rows = &w[r0 * k_pad..(r0 + R) * k_pad];
+    for x in xs {
+        assert_eq!(x.len(), k_pad, "activation row is not k_pad bytes");
+    }
+    let chunks = k_pad / I8_BLOCK;
+    // The next tile, one line per row and chunk, sequentially and PREFETCH_AHEAD bytes ahead.
+    let pf = (r0 + R) * k_pad + pfd;
+    let mut acc = [[[_mm512_setzero_si512(); A]; N]; R];
+    // One 64-byte chunk `c` into accumulator set `a` (a constant once the loops are unrolled).
+    macro_rules! chunk {
+        ($c:expr, $a:expr) => {{
+            let c = $c;
+            // SAFETY: c < chunks, so bytes c·64..c·64 + 64 lie inside each k_pad-byte token.
+            let xv: [__m512i; N] =
+                std::array::from_fn(|t| unsafe { i8_load512(xs[t].as_ptr().add(c * I8_BLOCK)) });
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                pfx(w, pf + (c * R + i) * I8_BLOCK, pfd, hint);
+                // SAFETY: i < R and c < chunks: inside row i of `rows` (R · k_pad bytes).
+                let wv = unsafe { i8_load512(rows.as_ptr().add(i * k_pad + c * I8_BLOCK)) };
+                for (a, x) in acc_i.iter_mut().zip(&xv) {
+                    a[$a] = _mm512_dpbusd_epi32(a[$a], *x, wv);
+                }
+            }
+        }};
+    }
+    let mut c = 0;
+    while c + A <= chunks {
+        for j in 0..A {
+            chunk!(c + j, j);
+        }
+        c += A;
+    }
+    while c < chunks {
+        chunk!(c, 0);
+        c += 1;
+    }
+    std::array::from_fn(|i| {
+        std::array::from_fn(|t| {
+            let mut s = acc[i][t][0];
+            for v in &acc[i][t][1..] {
+                s = _mm512_add_epi32(s, *v);
+            }
+            _mm512_reduce_add_epi32(s)
+        })
+    })
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -361,25 +469,54 @@ fn i8_gemm_avx512_impl(
     n_tok: usize,
     out: &mut [i32],
 ) {
-    for (ri, ((row, o), &s)) in w
-        .chunks_exact(k_pad)
-        .zip(out.chunks_exact_mut(n_tok))
-        .zip(row_sums)
-        .enumerate()
-    {
-        let bias = 128 * s;
-        // This row and everything after it (prefetch runs ahead across rows).
-        let rest = &w[ri * k_pad..];
+    // x ^ 0x80 = x + 128 ∈ [1, 255] as u8, once per call instead of once per row.
+    let xf: Vec<u8> = x.iter().map(|&v| v.cast_unsigned() ^ 0x80).collect();
+    let n_rows = row_sums.len();
+    let bias = |r: usize| row_sums[r].wrapping_mul(128);
+    let (pfd, rt, na, hint) = knobs();
+    let mut r = 0;
+    while r < n_rows {
+        let tile_rows = if n_rows - r >= rt { rt } else { 1 };
         let mut t = 0;
         while t < n_tok {
-            match n_tok - t {
-                1 => i8_tile_avx512::<1>(row, rest, x, k_pad, t, bias, o),
-                2 => i8_tile_avx512::<2>(row, rest, x, k_pad, t, bias, o),
-                3 => i8_tile_avx512::<3>(row, rest, x, k_pad, t, bias, o),
-                _ => i8_tile_avx512::<4>(row, rest, x, k_pad, t, bias, o),
+            let n = (n_tok - t).min(4);
+            macro_rules! run {
+                ($r:literal, $n:literal, $a:literal) => {{
+                    let xs: [&[u8]; $n] =
+                        std::array::from_fn(|j| &xf[(t + j) * k_pad..(t + j + 1) * k_pad]);
+                    let vals = i8_tile_avx512::<$r, $n, $a>(w, r, k_pad, xs, (pfd, hint));
+                    i8_store(vals, |i| bias(r + i), out, (r, t, n_tok));
+                }};
             }
-            t += (n_tok - t).min(4);
+            match (tile_rows, n, na) {
+                (8, 1, 1) => run!(8, 1, 1),
+                (8, 1, 2) => run!(8, 1, 2),
+                (8, 1, _) => run!(8, 1, 4),
+                (4, 1, 1) => run!(4, 1, 1),
+                (4, 1, 2) => run!(4, 1, 2),
+                (4, 1, _) => run!(4, 1, 4),
+                (2, 1, 1) => run!(2, 1, 1),
+                (2, 1, 2) => run!(2, 1, 2),
+                (2, 1, _) => run!(2, 1, 4),
+                (1, 1, 1) => run!(1, 1, 1),
+                (1, 1, 2) => run!(1, 1, 2),
+                (1, 1, _) => run!(1, 1, 4),
+                (8, 2, _) => run!(8, 2, 1),
+                (8, 3, _) => run!(8, 3, 1),
+                (8, _, _) => run!(8, 4, 1),
+                (4, 2, _) => run!(4, 2, 1),
+                (4, 3, _) => run!(4, 3, 1),
+                (4, _, _) => run!(4, 4, 1),
+                (2, 2, _) => run!(2, 2, 1),
+                (2, 3, _) => run!(2, 3, 1),
+                (2, _, _) => run!(2, 4, 1),
+                (_, 2, _) => run!(1, 2, 2),
+                (_, 3, _) => run!(1, 3, 2),
+                _ => run!(1, 4, 1),
+            }
+            t += n;
         }
+        r += tile_rows;
     }
 }
 
@@ -400,43 +537,85 @@ pub(super) fn i8_gemm_avx512(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Int8 × int8, AVX2: |w| (u8) × sign(x, w) (i8) with `vpmaddubsw`; |pair| ≤ 2·127·127 < 2^15.
+// Int8 × int8, AVX2: |w| (u8) × sign(x, w) (i8) with `vpmaddubsw`; |pair| ≤ 2·127·127 < 2^15,
+// then `vpmaddwd` with ones into i32 lanes.
 
+/// Rows `r0..r0 + R` of `w` × `N` tokens `xs` (each `k_pad` bytes). 16 ymm registers: R·N ≤ 8
+/// accumulators.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn i8_tile_avx2<const N: usize>(row: &[i8], x: &[i8], k_pad: usize, t0: usize, out: &mut [i32]) {
+fn i8_tile_avx2<const R: usize, const N: usize>(
+    w: &[i8],
+    r0: usize,
+    k_pad: usize,
+    xs: [&[i8]; N],
+    (pfd, hint): (usize, usize),
+) -> [[i32; N]; R] {
+    // Checked once here; every load below stays inside these slices.
+    let rows = &w[r0 * k_pad..(r0 + R) * k_pad];
+    for x in xs {
+        assert_eq!(x.len(), k_pad, "activation row is not k_pad bytes");
+    }
+    let pf = (r0 + R) * k_pad + pfd;
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_si256(); N];
-    let xs: [&[i8]; N] = std::array::from_fn(|t| &x[(t0 + t) * k_pad..(t0 + t + 1) * k_pad]);
-    for (i, wc) in row.chunks_exact(32).enumerate() {
-        let wv = load256_i8(wc);
-        let aw = _mm256_abs_epi8(wv);
-        for t in 0..N {
-            let xv = _mm256_sign_epi8(load256_i8(&xs[t][i * 32..]), wv);
-            acc[t] = _mm256_add_epi32(
-                acc[t],
-                _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xv), ones),
-            );
+    let mut acc = [[_mm256_setzero_si256(); N]; R];
+    for c in 0..k_pad / I8_BLOCK {
+        for h in 0..2 {
+            let off = c * I8_BLOCK + h * 32;
+            // SAFETY: c < k_pad / 64 and h < 2, so bytes off..off + 32 lie inside each token.
+            let xv: [__m256i; N] =
+                std::array::from_fn(|t| unsafe { i8_load256(xs[t].as_ptr().add(off)) });
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                if h == 0 {
+                    pfx(w, pf + (c * R + i) * I8_BLOCK, pfd, hint);
+                }
+                // SAFETY: i < R and off + 32 ≤ k_pad: inside row i of `rows`.
+                let wv = unsafe { i8_load256(rows.as_ptr().add(i * k_pad + off)) };
+                let aw = _mm256_abs_epi8(wv);
+                for (a, x) in acc_i.iter_mut().zip(&xv) {
+                    let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(*x, wv));
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(p, ones));
+                }
+            }
         }
     }
-    for t in 0..N {
-        out[t0 + t] = hsum256(acc[t]);
-    }
+    std::array::from_fn(|i| std::array::from_fn(|t| hsum256(acc[i][t])))
 }
 
 #[target_feature(enable = "avx2")]
 fn i8_gemm_avx2_impl(w: &[i8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
-    for (row, o) in w.chunks_exact(k_pad).zip(out.chunks_exact_mut(n_tok)) {
+    let n_rows = w.len() / k_pad.max(1);
+    let (pfd, rt, _, hint) = knobs();
+    let rt = rt.min(4);
+    let mut r = 0;
+    while r < n_rows {
+        let tile_rows = if n_rows - r >= rt { rt } else { 1 };
         let mut t = 0;
         while t < n_tok {
-            match n_tok - t {
-                1 => i8_tile_avx2::<1>(row, x, k_pad, t, o),
-                2 => i8_tile_avx2::<2>(row, x, k_pad, t, o),
-                3 => i8_tile_avx2::<3>(row, x, k_pad, t, o),
-                _ => i8_tile_avx2::<4>(row, x, k_pad, t, o),
+            let n = (n_tok - t).min(if tile_rows == 4 { 2 } else { 4 });
+            macro_rules! run {
+                ($r:literal, $n:literal) => {{
+                    let xs: [&[i8]; $n] =
+                        std::array::from_fn(|j| &x[(t + j) * k_pad..(t + j + 1) * k_pad]);
+                    let vals = i8_tile_avx2::<$r, $n>(w, r, k_pad, xs, (pfd, hint));
+                    i8_store(vals, |_| 0, out, (r, t, n_tok));
+                }};
             }
-            t += (n_tok - t).min(4);
+            match (tile_rows, n) {
+                (4, 1) => run!(4, 1),
+                (4, _) => run!(4, 2),
+                (2, 1) => run!(2, 1),
+                (2, 2) => run!(2, 2),
+                (2, 3) => run!(2, 3),
+                (2, _) => run!(2, 4),
+                (_, 1) => run!(1, 1),
+                (_, 2) => run!(1, 2),
+                (_, 3) => run!(1, 3),
+                _ => run!(1, 4),
+            }
+            t += n;
         }
+        r += tile_rows;
     }
 }
 
