@@ -527,7 +527,7 @@ impl Model {
                     .max(kernels::ROW_GROUP)
             };
 
-            par::run(nth, 10 * nl + 2, |team: &Team| {
+            par::run(nth, 10 * nl + 4, |team: &Team| {
                 let mut raw = Vec::new();
                 let mut fbuf = Vec::new();
                 let mut tmp = Vec::new();
@@ -596,11 +596,12 @@ impl Model {
                         true
                     });
                 };
-                // Rows of a matrix this thread computes: a static share for one token (known
-                // ahead, so it can be prefetched), dynamic chunks for a prompt.
+                // Rows of a matrix this thread computes: for one token, its own share first
+                // (known ahead, so it can be prefetched) then what is left of the others'; for a
+                // prompt, dynamic chunks.
                 let rows_of = |total: usize, mut f: &mut dyn FnMut(std::ops::Range<usize>)| {
                     if n == 1 {
-                        f(team.share(total, kernels::ROW_GROUP));
+                        team.owned_chunks(total, kernels::ROW_GROUP, 2, &mut f);
                     } else {
                         team.chunks(total, chunk(total), &mut f);
                     }

@@ -80,12 +80,59 @@ impl Team<'_> {
 
     /// This thread's static share of `0..total` (contiguous; boundaries multiples of `align`).
     pub fn share(&self, total: usize, align: usize) -> Range<usize> {
+        self.share_of(self.tid, total, align)
+    }
+
+    /// Static share of `0..total` of thread `tid`.
+    fn share_of(&self, tid: usize, total: usize, align: usize) -> Range<usize> {
         let align = align.max(1);
-        let units = total.div_ceil(align);
-        let per = units.div_ceil(self.state.n);
-        let lo = (self.tid * per * align).min(total);
-        let hi = ((self.tid + 1) * per * align).min(total);
-        lo..hi
+        let per = total.div_ceil(align).div_ceil(self.state.n);
+        ((tid * per * align).min(total))..(((tid + 1) * per * align).min(total))
+    }
+
+    /// Counters of the next dynamic step (one per thread), if any are left.
+    fn next_counters(&self) -> Option<&[AtomicUsize]> {
+        let step = self.step.get();
+        self.step.set(step + 1);
+        let n = self.state.n;
+        self.state.counters.get(step * n..(step + 1) * n)
+    }
+
+    /// Calls `f` on `0..total` split into `per_thread` chunks per thread's static share
+    /// (boundaries multiples of `align`): each thread first works through its own share in
+    /// order (so it knows what it will read first and can prefetch it), then takes chunks left
+    /// in the other threads' shares, so a thread that is descheduled or slow is helped. Every
+    /// thread must call this at the same point of the program.
+    pub fn owned_chunks(
+        &self,
+        total: usize,
+        align: usize,
+        per_thread: usize,
+        mut f: impl FnMut(Range<usize>),
+    ) {
+        let n = self.state.n;
+        let align = align.max(1);
+        let Some(counters) = self.next_counters().filter(|_| n > 1) else {
+            f(self.share(total, align));
+            return;
+        };
+        for k in 0..n {
+            let u = (self.tid + k) % n;
+            let r = self.share_of(u, total, align);
+            let size = r
+                .len()
+                .div_ceil(per_thread.max(1))
+                .next_multiple_of(align)
+                .max(align);
+            loop {
+                let i = counters[u].fetch_add(1, Ordering::Relaxed);
+                let lo = i.saturating_mul(size).saturating_add(r.start);
+                if lo >= r.end {
+                    break;
+                }
+                f(lo..(lo + size).min(r.end));
+            }
+        }
     }
 
     /// Calls `f` on chunks of `0..total` of `chunk` items (the last may be shorter), claimed
@@ -93,9 +140,7 @@ impl Team<'_> {
     /// same point of the program (the chunk counter is per call site in program order).
     pub fn chunks(&self, total: usize, chunk: usize, mut f: impl FnMut(Range<usize>)) {
         let chunk = chunk.max(1);
-        let step = self.step.get();
-        self.step.set(step + 1);
-        match self.state.counters.get(step) {
+        match self.next_counters().and_then(<[AtomicUsize]>::first) {
             Some(counter) if self.state.n > 1 => loop {
                 let i = counter.fetch_add(1, Ordering::Relaxed);
                 let lo = i.saturating_mul(chunk);
@@ -116,14 +161,15 @@ impl Team<'_> {
 }
 
 /// Runs `f` on `n` threads (the caller is thread 0) and returns thread 0's result. `steps` is
-/// the number of [`Team::chunks`] calls each thread makes (more fall back to static splits).
+/// the number of [`Team::chunks`] / [`Team::owned_chunks`] calls each thread makes (more fall
+/// back to static splits).
 pub fn run<R: Send>(n: usize, steps: usize, f: impl Fn(&Team) -> R + Sync) -> R {
     let n = n.max(1);
     let state = TeamState {
         n,
         arrived: AtomicUsize::new(0),
         generation: AtomicUsize::new(0),
-        counters: (0..steps).map(|_| AtomicUsize::new(0)).collect(),
+        counters: (0..steps * n).map(|_| AtomicUsize::new(0)).collect(),
     };
     let team = |tid| Team {
         state: &state,
@@ -254,6 +300,33 @@ mod tests {
             }
             assert!(buf.iter().enumerate().all(|(i, &v)| v == i as u32 + 1));
             assert_eq!(total[0], 1003 * 1004 / 2);
+        }
+    }
+
+    #[test]
+    fn owned_chunks_cover_everything_once_even_when_a_thread_is_late() {
+        for n in 1..=3 {
+            let mut hits = vec![0u8; 1001];
+            {
+                let shared = Shared::new(&mut hits);
+                run(n, 4, |team| {
+                    if team.tid() == 1 {
+                        // A late thread: the others take its chunks.
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    for _ in 0..2 {
+                        team.owned_chunks(1001, 4, 3, |r| {
+                            assert!(r.start.is_multiple_of(4));
+                            // SAFETY: chunks are disjoint.
+                            for v in unsafe { shared.part(r) } {
+                                *v += 1;
+                            }
+                        });
+                        team.barrier();
+                    }
+                });
+            }
+            assert!(hits.iter().all(|&h| h == 2), "{n} threads");
         }
     }
 

@@ -519,4 +519,80 @@ mod tests {
             }
         }
     }
+
+    /// The int8 kernels work on 4-row tiles (the last rows one at a time) × up to 4 tokens and
+    /// prefetch the next tile: every remainder of rows and tokens, on rows long enough for the
+    /// prefetch to run across tiles, on whole matrices and on row slices (as `matrix.rs` calls).
+    #[test]
+    fn i8_kernels_match_the_scalar_path_on_every_tile_remainder() {
+        let mut rng = Rng(13);
+        for (case, &(k_pad, rows, n_tok)) in [
+            (64, 4, 1),
+            (128, 5, 4),
+            (1536, 7, 1),
+            (1536, 13, 2),
+            (2560, 9, 3),
+            (2560, 6, 5),
+            (192, 11, 9),
+            (4096, 3, 8),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let w: Vec<i8> = (0..rows * k_pad).map(|_| rng.i8_in(-127, 127)).collect();
+            let x: Vec<i8> = (0..n_tok * k_pad).map(|_| rng.i8_in(-127, 127)).collect();
+            let sums: Vec<i32> = w
+                .chunks(k_pad)
+                .map(|r| r.iter().map(|&v| i32::from(v)).sum())
+                .collect();
+            let mut want = vec![0i32; rows * n_tok];
+            i8_gemm_scalar(&w, k_pad, &x, n_tok, &mut want);
+            for isa in Isa::available() {
+                let mut got = vec![0i32; rows * n_tok];
+                i8_gemm(isa, &w, &sums, k_pad, &x, n_tok, &mut got);
+                assert_eq!(got, want, "case {case} isa {isa:?}");
+                for (lo, hi) in [(1, rows), (0, rows - 1), (rows / 2, rows)] {
+                    let mut part = vec![0i32; (hi - lo) * n_tok];
+                    let ws = &w[lo * k_pad..hi * k_pad];
+                    i8_gemm(isa, ws, &sums[lo..hi], k_pad, &x, n_tok, &mut part);
+                    assert_eq!(
+                        part,
+                        want[lo * n_tok..hi * n_tok],
+                        "case {case} isa {isa:?} rows {lo}..{hi}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Extreme values on several rows and tokens (the tiled paths, the biased sums of AVX-512
+    /// and the pairwise i16 sums of AVX2 at their largest).
+    #[test]
+    fn i8_tiles_survive_extreme_values() {
+        let k_pad = 4096;
+        let (rows, n_tok) = (6, 5);
+        let vals = [127i8, -127];
+        let w: Vec<i8> = (0..rows)
+            .flat_map(|r| std::iter::repeat_n(vals[r % 2], k_pad))
+            .collect();
+        let x: Vec<i8> = (0..n_tok)
+            .flat_map(|t| std::iter::repeat_n(vals[t / 2 % 2], k_pad))
+            .collect();
+        let sums: Vec<i32> = (0..rows)
+            .map(|r| i32::from(vals[r % 2]) * k_pad as i32)
+            .collect();
+        for isa in Isa::available() {
+            let mut out = vec![0i32; rows * n_tok];
+            i8_gemm(isa, &w, &sums, k_pad, &x, n_tok, &mut out);
+            for r in 0..rows {
+                for t in 0..n_tok {
+                    assert_eq!(
+                        out[r * n_tok + t],
+                        i32::from(vals[r % 2]) * i32::from(vals[t / 2 % 2]) * k_pad as i32,
+                        "{isa:?} row {r} token {t}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -103,7 +103,6 @@ fn ternary_tile_avx512<const R: usize, const N: usize, const A: usize>(
     w: &[u8],
     blocks: usize,
     xs: [&[i8]; N],
-    (pfd, hint): (usize, usize),
 ) -> [[i32; N]; R] {
     let mask = _mm512_set1_epi8(3);
     let mut acc = [[[_mm512_setzero_si512(); A]; N]; R];
@@ -323,36 +322,64 @@ pub(super) fn ternary_gemm_avx2(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Int8 × int8 (LM head). Rows are contiguous (`k_pad` bytes each); both paths work on tiles of
-// up to [`I8_ROW_TILE`] rows × 4 tokens so that each activation load is shared by every row of
-// the tile, and prefetch the next row tile in address order while computing this one (the rows
-// of a tile are 4 streams `k_pad` bytes apart, which the hardware prefetchers follow poorly).
-// Bounds are checked once per tile; the inner loops use raw-pointer loads.
+// Int8 × int8 (LM head). Rows are contiguous (`k_pad` bytes each) and processed in tiles of
+// [`I8_ROW_TILE`] rows (the last `n_rows % 4` rows one at a time). Per-call work on the
+// activations (AVX-512: x ^ 0x80; AVX2 with several tokens: |x|) is done once, not once per row;
+// bounds are checked once per tile and the inner loops use raw-pointer loads.
+//
+// Two tile shapes, by what limits them (measured on Zen 4, one thread, 32000 × 1536 and
+// 128256 × 2560, with and without huge pages):
+// * One token (decode, the common case) is bound by DRAM bandwidth. The rows of a tile are
+//   read one after another, so the tile is a single sequential stream in 32-byte loads, which
+//   the hardware prefetchers follow at full speed with no software prefetch. Interleaving the 4
+//   rows (4 streams `k_pad` bytes apart) needs software prefetch to stream at all (half speed
+//   without) and still streams ~10 % slower than one stream; 64-byte loads also stream ~10 %
+//   slower than 32-byte ones here.
+// * Two to four tokens are bound by compute, so the 4 rows are interleaved to share each
+//   activation load, and the next tile is prefetched in address order ([`I8Prefetch`]).
 
-/// Rows per int8 tile (the remaining `n_rows % 4` rows are done one at a time).
+/// Rows per int8 tile.
 const I8_ROW_TILE: usize = 4;
 
-// EXPERIMENT knobs (temporary).
-fn knob(name: &str, def: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(def)
+/// Bytes beyond the start of the next row tile where the interleaved int8 tiles prefetch
+/// (2–16 KB measured equivalent). The lines go to L2 (`T1`): into L1 (`T0`) the tiles stream
+/// 10–30 % slower.
+const I8_PREFETCH_AHEAD: usize = 4096;
+
+/// Software prefetch of the next row tile into L2, one cache line at a time in address order.
+#[derive(Clone, Copy)]
+struct I8Prefetch {
+    /// `w` at the first byte to prefetch (may point past its end: only lines below `limit` are
+    /// prefetched).
+    base: *const i8,
+    /// Bytes from `base` that lie inside `w`.
+    limit: usize,
 }
-fn knobs() -> (usize, usize, usize, usize) {
-    static K: std::sync::OnceLock<(usize, usize, usize, usize)> = std::sync::OnceLock::new();
-    *K.get_or_init(|| (knob("I8_PF", 2048), knob("I8_R", 4), knob("I8_A", 2), knob("I8_HINT", 0)))
-}
-#[inline(always)]
-fn pfx(s: &[i8], off: usize, pf: usize, hint: usize) {
-    if pf == 0 || off >= s.len() {
-        return;
-    }
-    // SAFETY: in bounds hint
-    unsafe {
-        let p = s.as_ptr().add(off).cast();
-        match hint {
-            0 => _mm_prefetch::<_MM_HINT_T0>(p),
-            1 => _mm_prefetch::<_MM_HINT_T1>(p),
-            _ => _mm_prefetch::<_MM_HINT_NTA>(p),
+
+impl I8Prefetch {
+    /// For the tile of rows `r0..r0 + rows` of `w`.
+    fn new(w: &[i8], r0: usize, rows: usize, k_pad: usize) -> Self {
+        let start = (r0 + rows) * k_pad + I8_PREFETCH_AHEAD;
+        I8Prefetch {
+            base: w.as_ptr().wrapping_add(start),
+            limit: w.len().saturating_sub(start),
         }
+    }
+
+    /// Whether the `lines` cache lines from byte `off` all lie inside `w` (checked once per
+    /// chunk instead of once per line; near the end of `w` a few lines are skipped).
+    #[inline(always)]
+    fn covers(self, off: usize, lines: usize) -> bool {
+        off + lines * I8_BLOCK <= self.limit
+    }
+
+    /// Prefetches the line `off` bytes from the start (call only where `covers` held).
+    #[inline(always)]
+    fn line(self, off: usize) {
+        debug_assert!(off < self.limit);
+        // SAFETY: a prefetch is only a hint and never faults; the address lies inside `w`
+        // wherever `covers` held.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(self.base.wrapping_add(off)) }
     }
 }
 
@@ -378,7 +405,81 @@ unsafe fn i8_load256<T>(p: *const T) -> __m256i {
     unsafe { _mm256_loadu_si256(p.cast()) }
 }
 
-/// Writes tile results `vals[i][t] - bias[i]` to `out[(r0 + i) * n_tok + t0 + t]`.
+/// The four i32 lanes of `v`.
+#[inline]
+#[target_feature(enable = "sse2")]
+fn i8_lanes128(v: __m128i) -> [i32; 4] {
+    let mut o = [0i32; 4];
+    // SAFETY: `o` is 16 writable bytes; `storeu` has no alignment requirement.
+    unsafe { _mm_storeu_si128(o.as_mut_ptr().cast(), v) };
+    o
+}
+
+/// Horizontal sums of four vectors at once: `[Σv[0], Σv[1], Σv[2], Σv[3]]` (wrapping).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn i8_reduce4_avx512(v: [__m512i; 4]) -> [i32; 4] {
+    // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d.
+    let ab = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(v[0], v[1]),
+        _mm512_unpackhi_epi32(v[0], v[1]),
+    );
+    let cd = _mm512_add_epi32(
+        _mm512_unpacklo_epi32(v[2], v[3]),
+        _mm512_unpackhi_epi32(v[2], v[3]),
+    );
+    // Per 128-bit lane: [Σa, Σb, Σc, Σd] of that lane; then the four lanes are added.
+    let s = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+    let h = _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s));
+    i8_lanes128(_mm_add_epi32(
+        _mm256_castsi256_si128(h),
+        _mm256_extracti128_si256::<1>(h),
+    ))
+}
+
+/// Horizontal sums of four vectors at once: `[Σv[0], Σv[1], Σv[2], Σv[3]]` (wrapping).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn i8_reduce4_avx2(v: [__m256i; 4]) -> [i32; 4] {
+    // Per 128-bit lane: [a0+a1, a2+a3, b0+b1, b2+b3], [c.., d..], then [Σa, Σb, Σc, Σd].
+    let s = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    i8_lanes128(_mm_add_epi32(
+        _mm256_castsi256_si128(s),
+        _mm256_extracti128_si256::<1>(s),
+    ))
+}
+
+/// Horizontal sums of the `R × N` accumulators, four at a time.
+#[inline(always)]
+fn i8_reduce_tile<V: Copy, const R: usize, const N: usize>(
+    acc: [[V; N]; R],
+    reduce4: impl Fn([V; 4]) -> [i32; 4],
+    reduce1: impl Fn(V) -> i32,
+) -> [[i32; N]; R] {
+    let at = |f: usize| acc[f / N][f % N];
+    let mut vals = [[0i32; N]; R];
+    let mut f = 0;
+    while f + 4 <= R * N {
+        let s = reduce4([at(f), at(f + 1), at(f + 2), at(f + 3)]);
+        for (j, v) in s.into_iter().enumerate() {
+            vals[(f + j) / N][(f + j) % N] = v;
+        }
+        f += 4;
+    }
+    while f < R * N {
+        vals[f / N][f % N] = reduce1(at(f));
+        f += 1;
+    }
+    vals
+}
+
+/// Rows `t..t + N` of `x` (`k_pad` values each); a plain function, so that `from_fn` inlines.
+#[inline(always)]
+fn i8_token_rows<T, const N: usize>(x: &[T], k_pad: usize, t: usize) -> [&[T]; N] {
+    std::array::from_fn(|j| &x[(t + j) * k_pad..(t + j + 1) * k_pad])
+}
+
+/// Writes tile results `vals[i][t] - bias(i)` to `out[(r0 + i) * n_tok + t0 + t]`.
 #[inline(always)]
 fn i8_store<const R: usize, const N: usize>(
     vals: [[i32; N]; R],
@@ -396,13 +497,64 @@ fn i8_store<const R: usize, const N: usize>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Int8 × int8, AVX-512 VNNI: activations biased to u8 once per call (x ^ 0x80 = x + 128 for
-// x ∈ [-127, 127]), `vpdpbusd` (u8 activations × i8 weights, no saturation), then subtract
-// 128 · Σw. The i32 lanes wrap, so the result is exact whenever the true sum fits in i32.
+// Int8 × int8, AVX-512 VNNI: activations biased to u8 once per call (x ^ 0x80 = x + 128),
+// `vpdpbusd` (u8 activations × i8 weights, no saturation), then subtract 128 · Σw. The i32
+// lanes wrap, so the result is exact whenever the true sum fits in i32.
 
-/// Rows `r0..r0 + R` of `w` × `N` flipped tokens `xs` (each `k_pad` bytes); `A` accumulators per
-/// (row, token) over consecutive 64-byte chunks, to cover the `vpdpbusd` latency when R·N is
-/// small. Returns the raw biased sums.
+/// One biased token `x` (`k_pad` bytes) × rows `r0..r0 + R` of `w`, the rows one after
+/// another (one sequential stream), in 32-byte `vpdpbusd` (AVX-512 VL) with `A` accumulators
+/// per row to hide its latency. Returns the raw biased sums.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vl")]
+fn i8_rows_avx512<const R: usize, const A: usize>(
+    w: &[i8],
+    r0: usize,
+    k_pad: usize,
+    x: &[u8],
+) -> [[i32; 1]; R] {
+    // Checked once here; every load below stays inside these slices.
+    let rows = &w[r0 * k_pad..(r0 + R) * k_pad];
+    assert_eq!(x.len(), k_pad, "activation row is not k_pad bytes");
+    let halves = k_pad / 32;
+    let mut acc = [[_mm256_setzero_si256(); A]; R];
+    for (i, acc_i) in acc.iter_mut().enumerate() {
+        let row = rows[i * k_pad..].as_ptr();
+        // 32 bytes `h` into accumulator `a` (a constant once the loop below is unrolled).
+        let step = |acc_i: &mut [__m256i; A], h: usize, a: usize| {
+            // SAFETY: h < k_pad / 32, so bytes 32h..32h + 32 lie inside `x` and inside row i
+            // of `rows` (R · k_pad bytes).
+            let (xv, wv) = unsafe {
+                (
+                    i8_load256(x.as_ptr().add(h * 32)),
+                    i8_load256(row.add(h * 32)),
+                )
+            };
+            acc_i[a] = _mm256_dpbusd_epi32(acc_i[a], xv, wv);
+        };
+        let mut h = 0;
+        while h + A <= halves {
+            for a in 0..A {
+                step(acc_i, h + a, a);
+            }
+            h += A;
+        }
+        while h < halves {
+            step(acc_i, h, 0);
+            h += 1;
+        }
+    }
+    let acc: [[__m256i; 1]; R] = std::array::from_fn(|i| {
+        [acc[i][1..]
+            .iter()
+            .fold(acc[i][0], |s, v| _mm256_add_epi32(s, *v))]
+    });
+    i8_reduce_tile(acc, |v| i8_reduce4_avx2(v), |v| hsum256(v))
+}
+
+/// Rows `r0..r0 + R` of `w` × `N` biased tokens `xs` (each `k_pad` bytes), the rows interleaved
+/// per 64-byte chunk so that each activation load serves all of them, prefetching the next
+/// tile; `A` accumulators per (row, token) so that R·N·A ≥ 8 `vpdpbusd` chains hide its
+/// latency. Returns the raw biased sums.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn i8_tile_avx512<const R: usize, const N: usize, const A: usize>(
@@ -410,7 +562,6 @@ fn i8_tile_avx512<const R: usize, const N: usize, const A: usize>(
     r0: usize,
     k_pad: usize,
     xs: [&[u8]; N],
-    (pfd, hint): (usize, usize),
 ) -> [[i32; N]; R] {
     // Checked once here; every load below stays inside these slices.
     let rows = &w[r0 * k_pad..(r0 + R) * k_pad];
@@ -418,8 +569,7 @@ fn i8_tile_avx512<const R: usize, const N: usize, const A: usize>(
         assert_eq!(x.len(), k_pad, "activation row is not k_pad bytes");
     }
     let chunks = k_pad / I8_BLOCK;
-    // The next tile, one line per row and chunk, sequentially and PREFETCH_AHEAD bytes ahead.
-    let pf = (r0 + R) * k_pad + pfd;
+    let pf = I8Prefetch::new(w, r0, R, k_pad);
     let mut acc = [[[_mm512_setzero_si512(); A]; N]; R];
     // One 64-byte chunk `c` into accumulator set `a` (a constant once the loops are unrolled).
     macro_rules! chunk {
@@ -428,8 +578,12 @@ fn i8_tile_avx512<const R: usize, const N: usize, const A: usize>(
             // SAFETY: c < chunks, so bytes c·64..c·64 + 64 lie inside each k_pad-byte token.
             let xv: [__m512i; N] =
                 std::array::from_fn(|t| unsafe { i8_load512(xs[t].as_ptr().add(c * I8_BLOCK)) });
+            // The next tile is R·k_pad bytes, as many as this one: one line per row and chunk.
+            let pf_on = pf.covers(c * R * I8_BLOCK, R);
             for (i, acc_i) in acc.iter_mut().enumerate() {
-                pfx(w, pf + (c * R + i) * I8_BLOCK, pfd, hint);
+                if pf_on {
+                    pf.line((c * R + i) * I8_BLOCK);
+                }
                 // SAFETY: i < R and c < chunks: inside row i of `rows` (R · k_pad bytes).
                 let wv = unsafe { i8_load512(rows.as_ptr().add(i * k_pad + c * I8_BLOCK)) };
                 for (a, x) in acc_i.iter_mut().zip(&xv) {
@@ -449,15 +603,18 @@ fn i8_tile_avx512<const R: usize, const N: usize, const A: usize>(
         chunk!(c, 0);
         c += 1;
     }
-    std::array::from_fn(|i| {
+    let acc: [[__m512i; N]; R] = std::array::from_fn(|i| {
         std::array::from_fn(|t| {
-            let mut s = acc[i][t][0];
-            for v in &acc[i][t][1..] {
-                s = _mm512_add_epi32(s, *v);
-            }
-            _mm512_reduce_add_epi32(s)
+            acc[i][t][1..]
+                .iter()
+                .fold(acc[i][t][0], |s, v| _mm512_add_epi32(s, *v))
         })
-    })
+    });
+    i8_reduce_tile(
+        acc,
+        |v| i8_reduce4_avx512(v),
+        |v| _mm512_reduce_add_epi32(v),
+    )
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -469,50 +626,50 @@ fn i8_gemm_avx512_impl(
     n_tok: usize,
     out: &mut [i32],
 ) {
-    // x ^ 0x80 = x + 128 ∈ [1, 255] as u8, once per call instead of once per row.
+    // Every CPU with AVX-512 VNNI so far has VL too; without it, single tokens take the
+    // interleaved 64-byte tile.
+    let vl = is_x86_feature_detected!("avx512vl");
+    // x ^ 0x80 = x + 128 as u8, once per call instead of once per row.
     let xf: Vec<u8> = x.iter().map(|&v| v.cast_unsigned() ^ 0x80).collect();
     let n_rows = row_sums.len();
     let bias = |r: usize| row_sums[r].wrapping_mul(128);
-    let (pfd, rt, na, hint) = knobs();
     let mut r = 0;
     while r < n_rows {
-        let tile_rows = if n_rows - r >= rt { rt } else { 1 };
+        let tile_rows = if n_rows - r >= I8_ROW_TILE {
+            I8_ROW_TILE
+        } else {
+            1
+        };
         let mut t = 0;
         while t < n_tok {
             let n = (n_tok - t).min(4);
             macro_rules! run {
                 ($r:literal, $n:literal, $a:literal) => {{
-                    let xs: [&[u8]; $n] =
-                        std::array::from_fn(|j| &xf[(t + j) * k_pad..(t + j + 1) * k_pad]);
-                    let vals = i8_tile_avx512::<$r, $n, $a>(w, r, k_pad, xs, (pfd, hint));
+                    let xs = i8_token_rows::<u8, $n>(&xf, k_pad, t);
+                    let vals = i8_tile_avx512::<$r, $n, $a>(w, r, k_pad, xs);
                     i8_store(vals, |i| bias(r + i), out, (r, t, n_tok));
                 }};
             }
-            match (tile_rows, n, na) {
-                (8, 1, 1) => run!(8, 1, 1),
-                (8, 1, 2) => run!(8, 1, 2),
-                (8, 1, _) => run!(8, 1, 4),
-                (4, 1, 1) => run!(4, 1, 1),
-                (4, 1, 2) => run!(4, 1, 2),
-                (4, 1, _) => run!(4, 1, 4),
-                (2, 1, 1) => run!(2, 1, 1),
-                (2, 1, 2) => run!(2, 1, 2),
-                (2, 1, _) => run!(2, 1, 4),
-                (1, 1, 1) => run!(1, 1, 1),
-                (1, 1, 2) => run!(1, 1, 2),
-                (1, 1, _) => run!(1, 1, 4),
-                (8, 2, _) => run!(8, 2, 1),
-                (8, 3, _) => run!(8, 3, 1),
-                (8, _, _) => run!(8, 4, 1),
-                (4, 2, _) => run!(4, 2, 1),
-                (4, 3, _) => run!(4, 3, 1),
-                (4, _, _) => run!(4, 4, 1),
-                (2, 2, _) => run!(2, 2, 1),
-                (2, 3, _) => run!(2, 3, 1),
-                (2, _, _) => run!(2, 4, 1),
-                (_, 2, _) => run!(1, 2, 2),
-                (_, 3, _) => run!(1, 3, 2),
-                _ => run!(1, 4, 1),
+            macro_rules! rows {
+                ($r:literal) => {{
+                    let [xt] = i8_token_rows::<u8, 1>(&xf, k_pad, t);
+                    // SAFETY: the CPU supports avx512vl (checked above) besides the features of
+                    // this function.
+                    let vals = unsafe { i8_rows_avx512::<$r, 4>(w, r, k_pad, xt) };
+                    i8_store(vals, |i| bias(r + i), out, (r, t, n_tok));
+                }};
+            }
+            match (tile_rows, n) {
+                (I8_ROW_TILE, 1) if vl => rows!(4),
+                (I8_ROW_TILE, 1) => run!(4, 1, 2),
+                (I8_ROW_TILE, 2) => run!(4, 2, 1),
+                (I8_ROW_TILE, 3) => run!(4, 3, 1),
+                (I8_ROW_TILE, _) => run!(4, 4, 1),
+                (_, 1) if vl => rows!(1),
+                (_, 1) => run!(1, 1, 4),
+                (_, 2) => run!(1, 2, 2),
+                (_, 3) => run!(1, 3, 2),
+                _ => run!(1, 4, 2),
             }
             t += n;
         }
@@ -537,26 +694,59 @@ pub(super) fn i8_gemm_avx512(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Int8 × int8, AVX2: |w| (u8) × sign(x, w) (i8) with `vpmaddubsw`; |pair| ≤ 2·127·127 < 2^15,
-// then `vpmaddwd` with ones into i32 lanes.
+// Int8 × int8, AVX2: `vpmaddubsw` of an unsigned factor by a signed one, whose pairs are at most
+// 2·127·127 < 2^15 (no saturation), then `vpmaddwd` with ones into i32 lanes. One token:
+// |w| × sign(x, w); several tokens: |x| (once per call) × sign(w, x), so that the per-row work
+// shared by the tokens is only the load.
 
-/// Rows `r0..r0 + R` of `w` × `N` tokens `xs` (each `k_pad` bytes). 16 ymm registers: R·N ≤ 8
-/// accumulators.
+/// One token `x` (`k_pad` bytes) × rows `r0..r0 + R` of `w`, the rows one after another (one
+/// sequential stream) in 32-byte steps.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn i8_rows_avx2<const R: usize>(w: &[i8], r0: usize, k_pad: usize, x: &[i8]) -> [[i32; 1]; R] {
+    // Checked once here; every load below stays inside these slices.
+    let rows = &w[r0 * k_pad..(r0 + R) * k_pad];
+    assert_eq!(x.len(), k_pad, "activation row is not k_pad bytes");
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); 1]; R];
+    for (i, acc_i) in acc.iter_mut().enumerate() {
+        let row = rows[i * k_pad..].as_ptr();
+        for h in 0..k_pad / 32 {
+            // SAFETY: h < k_pad / 32, so bytes 32h..32h + 32 lie inside `x` and inside row i
+            // of `rows` (R · k_pad bytes).
+            let (xv, wv) = unsafe {
+                (
+                    i8_load256(x.as_ptr().add(h * 32)),
+                    i8_load256(row.add(h * 32)),
+                )
+            };
+            let p = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
+            acc_i[0] = _mm256_add_epi32(acc_i[0], _mm256_madd_epi16(p, ones));
+        }
+    }
+    i8_reduce_tile(acc, |v| i8_reduce4_avx2(v), |v| hsum256(v))
+}
+
+/// Rows `r0..r0 + R` of `w` × `N` tokens `xs` with their absolute values `xa` (each `k_pad`
+/// bytes), the rows interleaved per 64-byte chunk so that each activation load serves all of
+/// them, prefetching the next tile. 16 ymm registers: R·N ≤ 8 accumulators.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn i8_tile_avx2<const R: usize, const N: usize>(
     w: &[i8],
     r0: usize,
     k_pad: usize,
-    xs: [&[i8]; N],
-    (pfd, hint): (usize, usize),
+    (xs, xa): ([&[i8]; N], [&[u8]; N]),
 ) -> [[i32; N]; R] {
     // Checked once here; every load below stays inside these slices.
     let rows = &w[r0 * k_pad..(r0 + R) * k_pad];
-    for x in xs {
-        assert_eq!(x.len(), k_pad, "activation row is not k_pad bytes");
+    for (x, a) in xs.iter().zip(&xa) {
+        assert!(
+            x.len() == k_pad && a.len() == k_pad,
+            "activation row is not k_pad bytes"
+        );
     }
-    let pf = (r0 + R) * k_pad + pfd;
+    let pf = I8Prefetch::new(w, r0, R, k_pad);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_si256(); N]; R];
     for c in 0..k_pad / I8_BLOCK {
@@ -565,50 +755,65 @@ fn i8_tile_avx2<const R: usize, const N: usize>(
             // SAFETY: c < k_pad / 64 and h < 2, so bytes off..off + 32 lie inside each token.
             let xv: [__m256i; N] =
                 std::array::from_fn(|t| unsafe { i8_load256(xs[t].as_ptr().add(off)) });
+            let av: [__m256i; N] =
+                std::array::from_fn(|t| unsafe { i8_load256(xa[t].as_ptr().add(off)) });
+            let pf_on = h == 0 && pf.covers(c * R * I8_BLOCK, R);
             for (i, acc_i) in acc.iter_mut().enumerate() {
-                if h == 0 {
-                    pfx(w, pf + (c * R + i) * I8_BLOCK, pfd, hint);
+                if pf_on {
+                    pf.line((c * R + i) * I8_BLOCK);
                 }
                 // SAFETY: i < R and off + 32 ≤ k_pad: inside row i of `rows`.
                 let wv = unsafe { i8_load256(rows.as_ptr().add(i * k_pad + off)) };
-                let aw = _mm256_abs_epi8(wv);
-                for (a, x) in acc_i.iter_mut().zip(&xv) {
-                    let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(*x, wv));
-                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(p, ones));
+                for ((acc, x), a) in acc_i.iter_mut().zip(&xv).zip(&av) {
+                    // |x| · (w · sign x) = x · w (x = 0 gives 0 either way).
+                    let p = _mm256_maddubs_epi16(*a, _mm256_sign_epi8(wv, *x));
+                    *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(p, ones));
                 }
             }
         }
     }
-    std::array::from_fn(|i| std::array::from_fn(|t| hsum256(acc[i][t])))
+    i8_reduce_tile(acc, |v| i8_reduce4_avx2(v), |v| hsum256(v))
 }
 
 #[target_feature(enable = "avx2")]
 fn i8_gemm_avx2_impl(w: &[i8], k_pad: usize, x: &[i8], n_tok: usize, out: &mut [i32]) {
+    // |x| for the tiles of several tokens (a single token needs none).
+    let xa: Vec<u8> = if n_tok > 1 {
+        x.iter().map(|v| v.unsigned_abs()).collect()
+    } else {
+        Vec::new()
+    };
     let n_rows = w.len() / k_pad.max(1);
-    let (pfd, rt, _, hint) = knobs();
-    let rt = rt.min(4);
     let mut r = 0;
     while r < n_rows {
-        let tile_rows = if n_rows - r >= rt { rt } else { 1 };
+        let tile_rows = if n_rows - r >= I8_ROW_TILE {
+            I8_ROW_TILE
+        } else {
+            1
+        };
         let mut t = 0;
         while t < n_tok {
-            let n = (n_tok - t).min(if tile_rows == 4 { 2 } else { 4 });
+            // 4 rows × up to 2 tokens (8 accumulators); a single row takes up to 4 tokens.
+            let n = (n_tok - t).min(if tile_rows == I8_ROW_TILE { 2 } else { 4 });
             macro_rules! run {
                 ($r:literal, $n:literal) => {{
-                    let xs: [&[i8]; $n] =
-                        std::array::from_fn(|j| &x[(t + j) * k_pad..(t + j + 1) * k_pad]);
-                    let vals = i8_tile_avx2::<$r, $n>(w, r, k_pad, xs, (pfd, hint));
+                    let xs = i8_token_rows::<i8, $n>(x, k_pad, t);
+                    let xas = i8_token_rows::<u8, $n>(&xa, k_pad, t);
+                    let vals = i8_tile_avx2::<$r, $n>(w, r, k_pad, (xs, xas));
+                    i8_store(vals, |_| 0, out, (r, t, n_tok));
+                }};
+            }
+            macro_rules! rows {
+                ($r:literal) => {{
+                    let [xt] = i8_token_rows::<i8, 1>(x, k_pad, t);
+                    let vals = i8_rows_avx2::<$r>(w, r, k_pad, xt);
                     i8_store(vals, |_| 0, out, (r, t, n_tok));
                 }};
             }
             match (tile_rows, n) {
-                (4, 1) => run!(4, 1),
-                (4, _) => run!(4, 2),
-                (2, 1) => run!(2, 1),
-                (2, 2) => run!(2, 2),
-                (2, 3) => run!(2, 3),
-                (2, _) => run!(2, 4),
-                (_, 1) => run!(1, 1),
+                (I8_ROW_TILE, 1) => rows!(4),
+                (I8_ROW_TILE, _) => run!(4, 2),
+                (_, 1) => rows!(1),
                 (_, 2) => run!(1, 2),
                 (_, 3) => run!(1, 3),
                 _ => run!(1, 4),
