@@ -7,8 +7,8 @@
 //! steps does not. The team lives for one forward pass (threads from `std::thread::scope`), so
 //! nothing spins while the engine is idle.
 //!
-//! This module holds the crate's only `unsafe` outside the SIMD kernels: [`Shared`], a slice that
-//! several team threads write in disjoint parts between barriers.
+//! [`Shared`] is a slice that several team threads write in disjoint parts between barriers; its
+//! accessors are `unsafe` and every caller states which part is whose.
 #![allow(unsafe_code)]
 
 use std::cell::Cell;
