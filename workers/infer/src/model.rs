@@ -779,7 +779,8 @@ impl Model {
                         })
                     });
                 }
-            });
+            })
+            .map_err(|e| anyhow::anyhow!("could not start an inference thread: {e}"))?;
         }
         session.pos += n;
         Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())

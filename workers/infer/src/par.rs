@@ -162,8 +162,12 @@ impl Team<'_> {
 
 /// Runs `f` on `n` threads (the caller is thread 0) and returns thread 0's result. `steps` is
 /// the number of [`Team::chunks`] / [`Team::owned_chunks`] calls each thread makes (more fall
-/// back to static splits).
-pub fn run<R: Send>(n: usize, steps: usize, f: impl Fn(&Team) -> R + Sync) -> R {
+/// back to static splits). If the OS refuses a thread, nothing runs and the error is returned
+/// (the threads already started leave without entering `f`, so no barrier waits forever).
+pub fn run<R: Send>(n: usize, steps: usize, f: impl Fn(&Team) -> R + Sync) -> std::io::Result<R> {
+    const WAIT: usize = 0;
+    const GO: usize = 1;
+    const ABORT: usize = 2;
     let n = n.max(1);
     let state = TeamState {
         n,
@@ -177,19 +181,31 @@ pub fn run<R: Send>(n: usize, steps: usize, f: impl Fn(&Team) -> R + Sync) -> R 
         step: Cell::new(0),
     };
     if n == 1 {
-        return f(&team(0));
+        return Ok(f(&team(0)));
     }
+    let start = AtomicUsize::new(WAIT);
     std::thread::scope(|scope| {
         for tid in 1..n {
-            let (f, team) = (&f, &team);
-            std::thread::Builder::new()
+            let (f, team, start) = (&f, &team, &start);
+            let spawned = std::thread::Builder::new()
                 .name(format!("infer-{tid}"))
-                .spawn_scoped(scope, move || {
-                    f(&team(tid));
-                })
-                .expect("spawning an inference thread");
+                .spawn_scoped(scope, move || loop {
+                    match start.load(Ordering::Acquire) {
+                        WAIT => std::thread::yield_now(),
+                        GO => {
+                            f(&team(tid));
+                            return;
+                        }
+                        _ => return,
+                    }
+                });
+            if let Err(e) = spawned {
+                start.store(ABORT, Ordering::Release);
+                return Err(e);
+            }
         }
-        f(&team(0))
+        start.store(GO, Ordering::Release);
+        Ok(f(&team(0)))
     })
 }
 
@@ -296,7 +312,8 @@ mod tests {
                         unsafe { out.set(0, sum) };
                     }
                     team.barrier();
-                });
+                })
+                .unwrap();
             }
             assert!(buf.iter().enumerate().all(|(i, &v)| v == i as u32 + 1));
             assert_eq!(total[0], 1003 * 1004 / 2);
@@ -324,7 +341,8 @@ mod tests {
                         });
                         team.barrier();
                     }
-                });
+                })
+                .unwrap();
             }
             assert!(hits.iter().all(|&h| h == 2), "{n} threads");
         }
