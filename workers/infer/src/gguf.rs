@@ -1,5 +1,6 @@
-//! GGUF v3 reader: `llama` architecture, ternary projections in TQ2_0 (ggml type 35), norms F32,
-//! embedding/output F16 or F32, byte-level BPE tokenizer from `tokenizer.ggml.*`.
+//! GGUF v3 reader: `llama` architecture, ternary projections in TQ2_0 (ggml type 35) or
+//! bitnet.cpp's I2_S (type 36 in its ggml fork), norms F32, embedding/output F16 or F32,
+//! byte-level BPE tokenizer from `tokenizer.ggml.*`.
 //!
 //! Q and K rows were permuted by llama.cpp's HF converter (so ggml's interleaved RoPE equals HF
 //! rotate-half); the reader undoes it and keeps the HF layout and RoPE.
@@ -18,8 +19,14 @@ use crate::model::{Layer, LoadOptions, Model};
 const GGML_F32: u32 = 0;
 const GGML_F16: u32 = 1;
 const GGML_TQ2_0: u32 = 35;
+/// bitnet.cpp's I2_S (x86 layout): the whole tensor as 2-bit codes in blocks of 128 values, then
+/// one f32 scale (and 28 bytes of padding).
+const GGML_I2_S: u32 = 36;
 /// TQ2_0 block: 64 bytes of codes + f16 scale.
 const TQ2_BLOCK_BYTES: usize = 66;
+/// I2_S block: 128 values in 32 bytes; byte `p` holds values `p`, `32+p`, `64+p`, `96+p` in bits
+/// 6–7, 4–5, 2–3, 0–1, each as `w + 1`.
+const I2S_BLOCK: usize = 128;
 
 /// A metadata value.
 #[derive(Clone, Debug, PartialEq)]
@@ -198,7 +205,17 @@ impl<'a> Gguf<'a> {
                 );
                 n / BLOCK * TQ2_BLOCK_BYTES
             }
-            other => bail!("tensor {name}: ggml type {other} not supported (F32, F16, TQ2_0)"),
+            GGML_I2_S => {
+                ensure!(
+                    n.is_multiple_of(I2S_BLOCK),
+                    "tensor {name}: {n} values is not whole I2_S blocks of {I2S_BLOCK}"
+                );
+                // Codes, then the f32 scale (the 28 bytes of padding after it are not needed).
+                n / 4 + 4
+            }
+            other => {
+                bail!("tensor {name}: ggml type {other} not supported (F32, F16, TQ2_0, I2_S)")
+            }
         };
         let end = t
             .offset
@@ -230,9 +247,13 @@ impl<'a> Gguf<'a> {
     /// per tensor).
     pub fn ternary(&self, name: &str) -> anyhow::Result<(Vec<i8>, f32, Vec<usize>)> {
         let (t, b) = self.raw(name)?;
+        if t.ty == GGML_I2_S {
+            let (vals, scale) = decode_i2_s(name, b)?;
+            return Ok((vals, scale, t.dims.clone()));
+        }
         ensure!(
             t.ty == GGML_TQ2_0,
-            "tensor {name}: expected TQ2_0, found ggml type {}",
+            "tensor {name}: expected TQ2_0 or I2_S, found ggml type {}",
             t.ty
         );
         let mut vals = Vec::with_capacity(b.len() / TQ2_BLOCK_BYTES * BLOCK);
@@ -265,6 +286,34 @@ impl<'a> Gguf<'a> {
             .and_then(Value::as_usize)
             .with_context(|| format!("GGUF metadata {key} missing or not an integer"))
     }
+}
+
+/// Ternary values and scale of an I2_S tensor (`b`: codes then the f32 scale).
+fn decode_i2_s(name: &str, b: &[u8]) -> anyhow::Result<(Vec<i8>, f32)> {
+    let (codes, scale) = b.split_at(b.len().saturating_sub(4));
+    let scale = f32::from_le_bytes(
+        scale
+            .try_into()
+            .with_context(|| format!("tensor {name}: I2_S scale missing"))?,
+    );
+    ensure!(
+        scale.is_finite(),
+        "tensor {name}: I2_S scale {scale} is not finite"
+    );
+    let mut vals = vec![0i8; codes.len() * 4];
+    for (blk, out) in codes
+        .chunks_exact(I2S_BLOCK / 4)
+        .zip(vals.chunks_exact_mut(I2S_BLOCK))
+    {
+        for (p, &byte) in blk.iter().enumerate() {
+            for g in 0..4 {
+                let q = (byte >> (6 - 2 * g)) & 3;
+                ensure!(q != 3, "tensor {name}: invalid I2_S code 3");
+                out[g * 32 + p] = q as i8 - 1;
+            }
+        }
+    }
+    Ok((vals, scale))
 }
 
 /// llama.cpp's q/k row order → HF order: HF row `h·hd + j·hd/2 + i` is GGUF row `h·hd + 2i + j`.
@@ -480,6 +529,28 @@ pub(crate) fn load_gguf(path: &Path, opts: &LoadOptions) -> anyhow::Result<Model
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn i2_s_blocks_decode_in_bitnet_cpp_order() {
+        // Value j of a 128-block sits in byte j % 32 at bits 6 - 2·(j / 32), as w + 1.
+        let w: Vec<i8> = (0..256)
+            .map(|j| [(-1i8), 0, 1][(j * 7 + j / 5) % 3])
+            .collect();
+        let mut b = vec![0u8; 64];
+        for (j, &v) in w.iter().enumerate() {
+            let (blk, k) = (j / 128, j % 128);
+            b[blk * 32 + k % 32] |= ((v + 1) as u8) << (6 - 2 * (k / 32));
+        }
+        b.extend_from_slice(&0.25f32.to_le_bytes());
+        let (vals, s) = decode_i2_s("t", &b).unwrap();
+        assert_eq!(vals, w);
+        assert_eq!(s, 0.25);
+        // Code 3 and a missing scale are errors, not panics.
+        let mut bad = b.clone();
+        bad[0] = 0xff;
+        assert!(decode_i2_s("t", &bad).is_err());
+        assert!(decode_i2_s("t", &[1, 2]).is_err());
+    }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {

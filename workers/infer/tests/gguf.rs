@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{max_diff, write_checkpoint, write_gguf, Spec};
+use common::{max_diff, write_checkpoint, write_gguf, write_gguf_as, Spec};
 use magnet_infer::{LoadOptions, Model, SamplingParams};
 
 #[test]
@@ -48,6 +48,50 @@ fn gguf_model_matches_the_hf_dir_of_the_same_weights() {
             .unwrap();
         assert!(out.tokens.len() <= 5);
     }
+}
+
+#[test]
+fn i2_s_gguf_gives_the_same_ternary_weights_as_tq2_0() {
+    // bitnet.cpp's I2_S and ggml's TQ2_0 of the same checkpoint, with the same (f16-rounded)
+    // scales: the same weights, so the same logits to the bit; any slip in the I2_S bit order
+    // would change them.
+    let spec = Spec {
+        hidden: 256,
+        inter: 384,
+        heads: 4,
+        kv_heads: 2,
+        ..Spec::tiny()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_, tensors) = write_checkpoint(dir.path(), &spec, 17);
+    let tok = dir.path().join("tokenizer.json");
+    let (tq, i2) = (dir.path().join("tq.gguf"), dir.path().join("i2.gguf"));
+    write_gguf_as(&tq, &spec, &tensors, &tok, false);
+    write_gguf_as(&i2, &spec, &tensors, &tok, true);
+    let tokens: Vec<u32> = vec![3, 14, 15, 92, 65, 35, 89, 79];
+    let bits = |l: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+        l.iter()
+            .map(|r| r.iter().map(|v| v.to_bits()).collect())
+            .collect()
+    };
+    let a = Model::load(&tq).unwrap().forward_logits(&tokens).unwrap();
+    let b = Model::load(&i2).unwrap().forward_logits(&tokens).unwrap();
+    let hf = Model::load(dir.path())
+        .unwrap()
+        .forward_logits(&tokens)
+        .unwrap();
+    let (d, scale) = max_diff(&b, &hf);
+    assert!(d <= 0.01 * scale, "I2_S vs HF: max |diff| {d} vs {scale}");
+    assert!(
+        bits(a) == bits(b),
+        "I2_S and TQ2_0 of the same weights differ"
+    );
+    // A corrupted I2_S code is refused with an error.
+    let mut bytes = std::fs::read(&i2).unwrap();
+    let at = bytes.len() - 40;
+    bytes[at] = 0xff;
+    std::fs::write(&i2, &bytes).unwrap();
+    let _ = Model::load(&i2); // any outcome but a panic (the byte may fall in padding)
 }
 
 #[test]

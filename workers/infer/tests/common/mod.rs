@@ -448,8 +448,29 @@ fn permute_rows(w: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
     out
 }
 
-/// Writes `tensors` (HF names, latent f32) and the tokenizer in `dir` as a GGUF file.
+/// bitnet.cpp's quantize_i2_s layout on already-ternary values with one scale: blocks of 128
+/// values in 32 bytes (value j of a block in byte j % 32, bits 6 - 2·(j / 32), as w + 1), then the
+/// f32 scale and 28 bytes of padding.
+pub fn pack_i2_s(vals: &[i8], d: f32) -> Vec<u8> {
+    assert_eq!(vals.len() % 128, 0);
+    let mut out = vec![0u8; vals.len() / 4];
+    for (j, &v) in vals.iter().enumerate() {
+        let (blk, k) = (j / 128, j % 128);
+        out[blk * 32 + k % 32] |= ((v + 1) as u8) << (6 - 2 * (k / 32));
+    }
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend_from_slice(&[0u8; 28]);
+    out
+}
+
+/// Writes `tensors` (HF names, latent f32) and the tokenizer in `dir` as a GGUF file (ternary
+/// projections in TQ2_0).
 pub fn write_gguf(path: &Path, spec: &Spec, t: &Tensors, tokenizer_json: &Path) {
+    write_gguf_as(path, spec, t, tokenizer_json, false)
+}
+
+/// [`write_gguf`] with the projections in TQ2_0 or (`i2_s`) bitnet.cpp's I2_S.
+pub fn write_gguf_as(path: &Path, spec: &Spec, t: &Tensors, tokenizer_json: &Path, i2_s: bool) {
     let tj: serde_json::Value =
         serde_json::from_slice(&std::fs::read(tokenizer_json).unwrap()).unwrap();
     let vocab_map = tj["model"]["vocab"].as_object().unwrap();
@@ -545,7 +566,13 @@ pub fn write_gguf(path: &Path, spec: &Spec, t: &Tensors, tokenizer_json: &Path) 
                 .iter()
                 .map(|x| (x / s).round().clamp(-1.0, 1.0) as i8)
                 .collect();
-            ts.push((name, 35, dims, pack_tq2_0(&q, s)));
+            if i2_s {
+                // The f16-rounded scale TQ2_0 stores, so both files hold the same weights.
+                let d = half::f16::from_f32(s).to_f32();
+                ts.push((name, 36, dims, pack_i2_s(&q, d)));
+            } else {
+                ts.push((name, 35, dims, pack_tq2_0(&q, s)));
+            }
         } else if hf == "model.embed_tokens.weight" {
             ts.push((
                 name,
