@@ -20,7 +20,8 @@ const GGML_F32: u32 = 0;
 const GGML_F16: u32 = 1;
 const GGML_TQ2_0: u32 = 35;
 /// bitnet.cpp's I2_S (x86 layout): the whole tensor as 2-bit codes in blocks of 128 values, then
-/// one f32 scale (and 28 bytes of padding).
+/// one f32 scale (and 28 bytes of padding). Files written by an ARM build (blocks of 64) use the
+/// same type id and cannot be told apart; they would load as wrong weights.
 const GGML_I2_S: u32 = 36;
 /// TQ2_0 block: 64 bytes of codes + f16 scale.
 const TQ2_BLOCK_BYTES: usize = 66;
@@ -194,10 +195,18 @@ impl<'a> Gguf<'a> {
             .tensors
             .get(name)
             .with_context(|| format!("tensor {name} missing from GGUF"))?;
-        let n: usize = t.dims.iter().product();
+        let n = t
+            .dims
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .with_context(|| format!("tensor {name}: dims {:?} overflow", t.dims))?;
         let bytes = match t.ty {
-            GGML_F32 => n * 4,
-            GGML_F16 => n * 2,
+            GGML_F32 => n
+                .checked_mul(4)
+                .with_context(|| format!("tensor {name} too large"))?,
+            GGML_F16 => n
+                .checked_mul(2)
+                .with_context(|| format!("tensor {name} too large"))?,
             GGML_TQ2_0 => {
                 ensure!(
                     n.is_multiple_of(BLOCK),

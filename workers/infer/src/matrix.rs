@@ -516,16 +516,6 @@ pub enum HeadInput {
     Int4(QuantActs, Vec<i32>),
 }
 
-impl HeadInput {
-    /// Tokens.
-    pub fn n_tok(&self) -> usize {
-        match self {
-            HeadInput::F32(_) => 0,
-            HeadInput::Int8(a) | HeadInput::Int4(a, _) => a.n_tok,
-        }
-    }
-}
-
 impl RowTable {
     /// Rows (vocabulary size).
     pub fn rows(&self) -> usize {

@@ -438,6 +438,10 @@ impl Model {
         let d = cfg.hidden_size;
         let hd = cfg.head_dim();
         let kvh = cfg.kv_heads();
+        anyhow::ensure!(
+            session.slots == self.layers.len() * kvh && session.head_dim == hd,
+            "session was made by a model of another shape"
+        );
         let n_heads = cfg.num_attention_heads;
         let group = n_heads / kvh;
         let kv_dim = kvh * hd;
@@ -670,9 +674,12 @@ impl Model {
                         for h in team.share(kvh, 1) {
                             let (_, all) = &spans[li * kvh + h];
                             // SAFETY: read-only prefetch hints of this head's history.
+                            // (At most the first 128 KiB of each: enough for the contexts where
+                            // the misses dominate; beyond that it would only evict L1/L2.)
+                            let head = all.start..all.end.min(all.start + (32 << 10));
                             unsafe {
-                                kernels::prefetch_all(kc.get(all.clone()));
-                                kernels::prefetch_all(vc.get(all.clone()));
+                                kernels::prefetch_all(kc.get(head.clone()));
+                                kernels::prefetch_all(vc.get(head));
                             }
                             store_kv(0, h);
                             for head in h * group..(h + 1) * group {

@@ -1,7 +1,7 @@
 //! A fork-join team for one forward pass: `n` threads run the same code (SPMD), split each step's
 //! work by thread or by dynamically claimed chunks, and meet at spin barriers between steps.
 //!
-//! Why not rayon: a decode step of a 24-layer model is ~250 small parallel steps of 5–50 µs each.
+//! Why not rayon: a decode step of a 24-layer model is ~120 small parallel steps of 5–100 µs each.
 //! rayon's fork-join puts idle workers to sleep between them and the wake-ups cost a measurable
 //! share of the step; a team whose threads spin at a barrier for the few microseconds between
 //! steps does not. The team lives for one forward pass (threads from `std::thread::scope`), so
@@ -14,7 +14,8 @@
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Spins before a waiting thread starts yielding its core (for oversubscribed machines).
 const SPINS_BEFORE_YIELD: u32 = 1 << 12;
@@ -25,6 +26,9 @@ struct TeamState {
     generation: AtomicUsize,
     /// One work counter per dynamic step, in program order (all threads take the same steps).
     counters: Vec<AtomicUsize>,
+    /// Set when a team thread panicked: the others leave their barriers (by panicking too)
+    /// instead of waiting for ever.
+    poisoned: AtomicBool,
 }
 
 /// One thread's handle on the team.
@@ -67,6 +71,9 @@ impl Team<'_> {
         let mut spins = 0u32;
         let mut busy = true;
         while s.generation.load(Ordering::Acquire) == gen {
+            if s.poisoned.load(Ordering::Relaxed) {
+                panic!("another inference thread panicked");
+            }
             if busy {
                 busy = idle();
             } else if spins < SPINS_BEFORE_YIELD {
@@ -174,6 +181,7 @@ pub fn run<R: Send>(n: usize, steps: usize, f: impl Fn(&Team) -> R + Sync) -> st
         arrived: AtomicUsize::new(0),
         generation: AtomicUsize::new(0),
         counters: (0..steps * n).map(|_| AtomicUsize::new(0)).collect(),
+        poisoned: AtomicBool::new(false),
     };
     let team = |tid| Team {
         state: &state,
@@ -186,14 +194,14 @@ pub fn run<R: Send>(n: usize, steps: usize, f: impl Fn(&Team) -> R + Sync) -> st
     let start = AtomicUsize::new(WAIT);
     std::thread::scope(|scope| {
         for tid in 1..n {
-            let (f, team, start) = (&f, &team, &start);
+            let (f, team, start, state) = (&f, &team, &start, &state);
             let spawned = std::thread::Builder::new()
                 .name(format!("infer-{tid}"))
                 .spawn_scoped(scope, move || loop {
                     match start.load(Ordering::Acquire) {
                         WAIT => std::thread::yield_now(),
                         GO => {
-                            f(&team(tid));
+                            guarded(state, || f(&team(tid)));
                             return;
                         }
                         _ => return,
@@ -205,8 +213,20 @@ pub fn run<R: Send>(n: usize, steps: usize, f: impl Fn(&Team) -> R + Sync) -> st
             }
         }
         start.store(GO, Ordering::Release);
-        Ok(f(&team(0)))
+        Ok(guarded(&state, || f(&team(0))))
     })
+}
+
+/// Runs `f`; if it panics, marks the team poisoned (so no one waits for this thread at a
+/// barrier) and re-raises the panic.
+fn guarded<R>(state: &TeamState, f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            state.poisoned.store(true, Ordering::Relaxed);
+            resume_unwind(p)
+        }
+    }
 }
 
 /// A mutable slice shared by a team: threads write disjoint ranges between barriers and read it
@@ -222,7 +242,7 @@ pub struct Shared<'a, T> {
 unsafe impl<T: Send> Send for Shared<'_, T> {}
 // SAFETY: as above; all access goes through the `unsafe` methods whose contract rules out
 // overlapping writes and reads racing with writes.
-unsafe impl<T: Send> Sync for Shared<'_, T> {}
+unsafe impl<T: Send + Sync> Sync for Shared<'_, T> {}
 
 impl<'a, T> Shared<'a, T> {
     /// Wraps a slice for the duration of the borrow.
@@ -349,12 +369,26 @@ mod tests {
     }
 
     #[test]
+    fn a_panicking_thread_fails_the_pass_instead_of_hanging_it() {
+        let r = std::panic::catch_unwind(|| {
+            run(2, 0, |team| {
+                if team.tid() == 1 {
+                    panic!("boom");
+                }
+                team.barrier();
+            })
+        });
+        assert!(r.is_err());
+    }
+
+    #[test]
     fn shares_are_aligned_and_partition_the_range() {
         let state = TeamState {
             n: 3,
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
             counters: vec![],
+            poisoned: AtomicBool::new(false),
         };
         let mut next = 0;
         for tid in 0..3 {

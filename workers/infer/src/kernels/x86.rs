@@ -1,6 +1,6 @@
-//! x86-64 SIMD kernels (AVX2; AVX-512 BW + VNNI). The only module of the crate that uses
-//! `unsafe`: for unaligned vector loads from slices whose length was checked just before, and for
-//! calling `#[target_feature]` functions after run-time detection.
+//! x86-64 SIMD kernels (AVX2; AVX-512 BW + VNNI). `unsafe` here is for unaligned vector loads
+//! from slices whose length was checked just before, prefetch hints, and calling
+//! `#[target_feature]` functions after run-time detection.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
