@@ -27,6 +27,7 @@ async fn localnet_cli_commands_work_against_any_node() -> anyhow::Result<()> {
     let to = net.user(1)?.address;
     let before = net.node(0)?.balance(&to, "umag").await?;
 
+    let mut last_height = 0u64;
     for (i, amount) in [(1usize, 1000u128), (2, 2000), (3, 3000)] {
         let rpc = net.rpc_url(i);
         let r = magnetd(&[
@@ -43,10 +44,19 @@ async fn localnet_cli_commands_work_against_any_node() -> anyhow::Result<()> {
             "-y",
         ])?;
         assert_eq!(r["code"], 0, "{r}");
-        assert!(r["height"].as_u64().unwrap_or(0) > 0, "{r}");
+        let h = r["height"]
+            .as_u64()
+            .or_else(|| r["height"].as_str().and_then(|h| h.parse().ok()))
+            .unwrap_or(0);
+        assert!(h > 0, "{r}");
+        last_height = last_height.max(h);
     }
     let want = before + 6000;
     for i in 0..4 {
+        // A tx committed through node 3 can be a block ahead of node 0: wait until each node has
+        // the block of the last send before reading from it.
+        net.wait_height(i, last_height, Duration::from_secs(30))
+            .await?;
         let rpc = net.rpc_url(i);
         let v = magnetd(&["query", "bank", "balances", &to, "--node", &rpc])?;
         assert_eq!(v["balances"][0]["denom"], "umag");
