@@ -53,9 +53,10 @@ fn kv_cache_decode_gives_the_same_bits_as_batched_prefill() {
 }
 
 #[test]
-fn decode_across_kv_cache_growth_matches_prefill_for_any_thread_count() {
+fn decode_across_kv_cache_growth_matches_prefill_for_any_thread_count_and_simd_path() {
     // The cache starts at 64 positions per head and doubles; 100 positions cross that, with
-    // single-token steps (the barrier-free per-kv-head attention path) on 1-3 threads.
+    // single-token steps (the barrier-free per-kv-head attention path) on 1-3 threads, and on 2
+    // threads with every SIMD path.
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec {
         heads: 4,
@@ -65,11 +66,16 @@ fn decode_across_kv_cache_growth_matches_prefill_for_any_thread_count() {
     write_checkpoint(dir.path(), &spec, 31);
     let tokens: Vec<u32> = (0..100).map(|i| (i * 53 % 250) as u32).collect();
     let mut want = None;
-    for threads in [1, 2, 3] {
+    let runs = [1, 2, 3]
+        .into_iter()
+        .map(|t| (t, Isa::detect()))
+        .chain(Isa::available().into_iter().map(|isa| (2, isa)));
+    for (threads, isa) in runs {
         let model = Model::load_with(
             dir.path(),
             &LoadOptions {
                 threads,
+                isa: Some(isa),
                 ..Default::default()
             },
         )
