@@ -3,8 +3,6 @@
 
 use std::time::Instant;
 
-use rayon::prelude::*;
-
 use crate::kernels::Isa;
 use crate::model::{HeadFormat, LoadOptions, Model};
 use crate::sampling::argmax;
@@ -31,36 +29,27 @@ pub struct BenchOptions {
 
 /// Read bandwidth (bytes/s) over a buffer much larger than the caches, with `threads` threads.
 pub fn measure_bandwidth(threads: usize, bytes: usize, repeats: usize) -> anyhow::Result<f64> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()?;
     let words = bytes / 8;
     // On huge pages like the weights (crate::mem), so the bound is measured the same way.
     let mut buf: Vec<u64> = crate::mem::huge_vec(words, 0);
     for (i, w) in buf.iter_mut().enumerate() {
         *w = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
-    let chunk = words.div_ceil(threads);
     let mut best = 0f64;
     for _ in 0..repeats.max(1) {
         let t = Instant::now();
-        let sum: u64 = pool.install(|| {
-            buf.par_chunks(chunk)
-                .map(|c| {
-                    // Eight independent lanes so the reduction vectorises and is not latency-bound.
-                    let mut acc = [0u64; 8];
-                    for w in c.chunks_exact(8) {
-                        for i in 0..8 {
-                            acc[i] = acc[i].wrapping_add(w[i]);
-                        }
-                    }
-                    acc.iter().fold(0u64, |a, b| a.wrapping_add(*b))
-                })
-                .reduce(|| 0, u64::wrapping_add)
-        });
-        let dt = t.elapsed().as_secs_f64();
-        std::hint::black_box(sum);
-        best = best.max((words * 8) as f64 / dt);
+        // The same thread team as the forward pass, each thread reading its share.
+        crate::par::run(threads, 0, |team| {
+            // Eight independent lanes so the reduction vectorises and is not latency-bound.
+            let mut acc = [0u64; 8];
+            for w in buf[team.share(words, 8)].chunks_exact(8) {
+                for i in 0..8 {
+                    acc[i] = acc[i].wrapping_add(w[i]);
+                }
+            }
+            std::hint::black_box(acc);
+        })?;
+        best = best.max((words * 8) as f64 / t.elapsed().as_secs_f64());
     }
     Ok(best)
 }

@@ -201,11 +201,8 @@ impl<'a> Gguf<'a> {
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .with_context(|| format!("tensor {name}: dims {:?} overflow", t.dims))?;
         let bytes = match t.ty {
-            GGML_F32 => n
-                .checked_mul(4)
-                .with_context(|| format!("tensor {name} too large"))?,
-            GGML_F16 => n
-                .checked_mul(2)
+            GGML_F32 | GGML_F16 => n
+                .checked_mul(if t.ty == GGML_F32 { 4 } else { 2 })
                 .with_context(|| format!("tensor {name} too large"))?,
             GGML_TQ2_0 => {
                 ensure!(

@@ -127,16 +127,6 @@ impl QuantActs {
         }
     }
 
-    /// Quantizes `n_tok` rows of `k` values for a ternary matmul.
-    pub fn for_ternary(x: &[f32], n_tok: usize, k: usize) -> QuantActs {
-        QuantActs::quantize(x, n_tok, k, kernels::padded_ternary_len(k), true)
-    }
-
-    /// Quantizes `n_tok` rows of `k` values for an int8 matmul.
-    pub fn for_int8(x: &[f32], n_tok: usize, k: usize) -> QuantActs {
-        QuantActs::quantize(x, n_tok, k, kernels::padded_i8_len(k), false)
-    }
-
     /// Borrowed view.
     pub fn view(&self) -> Acts<'_> {
         Acts {
@@ -187,7 +177,7 @@ impl TernaryMatrix {
             rows,
             cols,
             k_pad,
-            codes: crate::mem::Bytes::Own(crate::mem::huge_vec(rows * k_pad / 4, 0x55)),
+            codes: crate::mem::Bytes::Own(vec![0x55; rows * k_pad / 4]),
             row_scale: vec![s; rows],
         }
     }
@@ -246,13 +236,10 @@ impl TernaryMatrix {
             .skip(1)
             .all(|p| p.rows % kernels::ROW_GROUP == 0);
         if aligned {
-            let total: usize = parts.iter().map(|p| p.codes.len()).sum();
-            let mut codes = crate::mem::huge_vec(total, 0);
-            let mut off = 0;
+            let mut codes = Vec::with_capacity(parts.iter().map(|p| p.codes.len()).sum());
             for p in parts {
                 out.rows += p.rows;
-                codes[off..off + p.codes.len()].copy_from_slice(&p.codes);
-                off += p.codes.len();
+                codes.extend_from_slice(&p.codes);
                 out.row_scale.extend_from_slice(&p.row_scale);
             }
             out.codes = crate::mem::Bytes::Own(codes);
@@ -346,15 +333,6 @@ impl TernaryMatrix {
             }
             emit(t, rows.start, fbuf);
         }
-    }
-
-    /// The whole product on the calling thread: `out[t * rows + r]`.
-    pub fn matmul(&self, isa: Isa, a: &QuantActs, out: &mut [f32]) {
-        let rows = self.rows;
-        let (mut raw, mut fbuf) = (Vec::new(), Vec::new());
-        self.matmul_rows(isa, a.view(), 0..rows, &mut raw, &mut fbuf, |t, _, y| {
-            out[t * rows..(t + 1) * rows].copy_from_slice(y)
-        });
     }
 }
 
@@ -633,21 +611,6 @@ impl RowTable {
             }
             _ => panic!("head input prepared for another table format"),
         }
-    }
-
-    /// Logits `[n_tok, rows]` of hidden states `x` `[n_tok, cols]` on the calling thread.
-    pub fn logits(&self, isa: Isa, x: &[f32], n_tok: usize) -> Vec<f32> {
-        let rows = self.rows();
-        let mut out = vec![0f32; n_tok * rows];
-        let input = self.prepare(x, n_tok);
-        self.logits_rows(
-            isa,
-            &input,
-            0..rows,
-            &mut HeadScratch::default(),
-            |t, _, y| out[t * rows..(t + 1) * rows].copy_from_slice(y),
-        );
-        out
     }
 }
 

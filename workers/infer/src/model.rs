@@ -552,17 +552,18 @@ impl Model {
                              hbuf: &mut [f32],
                              own: &mut OwnActs| {
                     let kp = kernels::padded_ternary_len(k);
-                    let norm_row = |xt: &[f32], hbuf: &mut [f32]| match norm {
-                        Some(w) => {
+                    // The row to quantize: `xt` itself, or its RMSNorm in `hbuf`.
+                    let norm_row = |xt: &'_ [f32], hbuf: &'_ mut [f32]| -> bool {
+                        if let Some(w) = norm {
                             rmsnorm(xt, w, eps, &mut hbuf[..k]);
                         }
-                        None => hbuf[..k].copy_from_slice(xt),
+                        norm.is_some()
                     };
                     if n == 1 {
                         // SAFETY: `src` is read-only in this step.
-                        norm_row(unsafe { src.get(0..k) }, hbuf);
-                        (own.sum, own.scale) =
-                            quantize_token(&hbuf[..k], true, tmp, &mut own.data[..kp]);
+                        let xt = unsafe { src.get(0..k) };
+                        let h = if norm_row(xt, hbuf) { &hbuf[..k] } else { xt };
+                        (own.sum, own.scale) = quantize_token(h, true, tmp, &mut own.data[..kp]);
                         return;
                     }
                     team.chunks(n, 1, |tr| {
@@ -570,13 +571,10 @@ impl Model {
                             // SAFETY: `src` is read-only in this step (written before the last
                             // barrier); row `t` of the activation buffers is this thread's.
                             unsafe {
-                                norm_row(src.get(t * k..(t + 1) * k), hbuf);
-                                let (s, g) = quantize_token(
-                                    &hbuf[..k],
-                                    true,
-                                    tmp,
-                                    qd.part(t * kp..(t + 1) * kp),
-                                );
+                                let xt = src.get(t * k..(t + 1) * k);
+                                let h = if norm_row(xt, hbuf) { &hbuf[..k] } else { xt };
+                                let (s, g) =
+                                    quantize_token(h, true, tmp, qd.part(t * kp..(t + 1) * kp));
                                 qs.set(t, s);
                                 qg.set(t, g);
                             }

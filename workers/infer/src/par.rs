@@ -254,16 +254,6 @@ impl<'a, T> Shared<'a, T> {
         }
     }
 
-    /// Length.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Mutable access to `r` (panics when out of bounds).
     ///
     /// # Safety
