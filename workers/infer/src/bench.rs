@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::kernels::Isa;
+use crate::kernels::{Isa, Packing};
 use crate::model::{HeadFormat, LoadOptions, Model};
 use crate::sampling::argmax;
 use crate::synth::{synthetic_model, Shape};
@@ -25,6 +25,8 @@ pub struct BenchOptions {
     pub isa: Isa,
     /// LM head storage.
     pub head: HeadFormat,
+    /// Ternary weight packings to compare (runs interleaved).
+    pub packings: Vec<Packing>,
 }
 
 /// Read bandwidth (bytes/s) over a buffer much larger than the caches, with `threads` threads.
@@ -112,20 +114,30 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         bw.push(b);
     }
     for &shape in &opts.shapes {
-        let t0 = Instant::now();
-        let mut model = synthetic_model(
-            shape,
-            42,
-            &LoadOptions {
-                threads: threads[0],
-                isa: Some(opts.isa),
-                head: opts.head,
-            },
-        )?;
-        let bytes = model.weight_bytes_per_token();
-        let c = &model.config;
+        // One model per packing; their runs are interleaved below, so that every packing
+        // sees the same machine conditions (memory bandwidth here swings by ±15 % with the
+        // neighbours, more than the packings differ).
+        let mut models = Vec::new();
+        for &packing in &opts.packings {
+            let t0 = Instant::now();
+            let model = synthetic_model(
+                shape,
+                42,
+                &LoadOptions {
+                    threads: threads[0],
+                    isa: Some(opts.isa),
+                    head: opts.head,
+                    packing: Some(packing),
+                },
+            )?;
+            models.push((model, t0.elapsed().as_secs_f64()));
+        }
+        let Some((first, _)) = models.first() else {
+            anyhow::bail!("no packing to benchmark");
+        };
+        let c = &first.config;
         println!(
-            "\n{} (hidden {}, {} layers, {}/{} heads, intermediate {}, vocab {}, {}): generated in {:.1}s",
+            "\n{} (hidden {}, {} layers, {}/{} heads, intermediate {}, vocab {}, {})",
             shape.name(),
             c.hidden_size,
             c.num_hidden_layers,
@@ -133,37 +145,52 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
             c.kv_heads(),
             c.intermediate_size,
             c.vocab_size,
-            if c.tie_word_embeddings { "tied" } else { "untied" },
-            t0.elapsed().as_secs_f64()
+            if c.tie_word_embeddings {
+                "tied"
+            } else {
+                "untied"
+            },
         );
-        println!(
-            "  weight bytes read per token: {:.1} MB (ternary at 2 bits + {} LM head of {:.1} MB)",
-            bytes as f64 / 1e6,
-            model.head_table().format(),
-            model.head_table().bytes() as f64 / 1e6
-        );
+        for (model, secs) in &models {
+            println!(
+                "  ternary packed {}: {:.1} MB of weights read per token ({} LM head of {:.1} MB); generated in {secs:.1}s",
+                model.packing().name(),
+                model.weight_bytes_per_token() as f64 / 1e6,
+                model.head_table().format(),
+                model.head_table().bytes() as f64 / 1e6
+            );
+        }
         for (&t, &b) in threads.iter().zip(&bw) {
-            model.set_exec(t, opts.isa)?;
-            decode_rate(&model, 4)?; // warm-up
-            let dec: Vec<f64> = (0..opts.repeats)
-                .map(|_| decode_rate(&model, opts.decode_tokens))
-                .collect::<anyhow::Result<_>>()?;
-            let pre: Vec<f64> = (0..opts.repeats)
-                .map(|_| prefill_rate(&model, opts.prefill_tokens))
-                .collect::<anyhow::Result<_>>()?;
-            let (dmin, dmed, dmax) = stats(dec);
-            let (pmin, pmed, pmax) = stats(pre);
-            let bound = b / bytes as f64;
-            println!(
-                "  {t} thread(s): decode {dmed:.1} tok/s (min {dmin:.1}, max {dmax:.1}; {} tokens), prefill {pmed:.1} tok/s (min {pmin:.1}, max {pmax:.1}; {} tokens)",
-                opts.decode_tokens, opts.prefill_tokens
-            );
-            println!(
-                "      bandwidth bound {bound:.1} tok/s ({:.1} GB/s / {:.1} MB), decode at {:.0} % of it",
-                b / 1e9,
-                bytes as f64 / 1e6,
-                100.0 * dmed / bound
-            );
+            let mut dec = vec![Vec::new(); models.len()];
+            let mut pre = vec![Vec::new(); models.len()];
+            for (model, _) in models.iter_mut() {
+                model.set_exec(t, opts.isa)?;
+                decode_rate(model, 4)?; // warm-up
+            }
+            for _ in 0..opts.repeats {
+                for (i, (model, _)) in models.iter().enumerate() {
+                    dec[i].push(decode_rate(model, opts.decode_tokens)?);
+                    pre[i].push(prefill_rate(model, opts.prefill_tokens)?);
+                }
+            }
+            for (i, (model, _)) in models.iter().enumerate() {
+                let bytes = model.weight_bytes_per_token();
+                let (dmin, dmed, dmax) = stats(std::mem::take(&mut dec[i]));
+                let (pmin, pmed, pmax) = stats(std::mem::take(&mut pre[i]));
+                let bound = b / bytes as f64;
+                println!(
+                    "  {t} thread(s), {}: decode {dmed:.1} tok/s (min {dmin:.1}, max {dmax:.1}; {} tokens), prefill {pmed:.1} tok/s (min {pmin:.1}, max {pmax:.1}; {} tokens)",
+                    model.packing().name(),
+                    opts.decode_tokens,
+                    opts.prefill_tokens
+                );
+                println!(
+                    "      bandwidth bound {bound:.1} tok/s ({:.1} GB/s / {:.1} MB), decode at {:.0} % of it",
+                    b / 1e9,
+                    bytes as f64 / 1e6,
+                    100.0 * dmed / bound
+                );
+            }
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::kernels::Isa;
+use crate::kernels::{Isa, Packing};
 use crate::model::{HeadFormat, LoadOptions, Model};
 use crate::sampling::SamplingParams;
 use crate::synth::Shape;
@@ -21,6 +21,10 @@ pub struct EngineArgs {
     /// and int8 when not), f32, int8, int4.
     #[arg(long, default_value = "auto")]
     pub head: String,
+    /// Ternary weight packing: auto (= 2bit), 2bit, 5trit (1.6 bits per weight; decoded fast
+    /// with AVX-512 VBMI, slowly elsewhere).
+    #[arg(long, default_value = "auto")]
+    pub pack: String,
 }
 
 impl EngineArgs {
@@ -30,6 +34,7 @@ impl EngineArgs {
             threads: self.threads,
             isa: Some(Isa::parse(&self.isa).map_err(anyhow::Error::msg)?),
             head: parse_head(&self.head)?,
+            packing: Some(Packing::parse(&self.pack).map_err(anyhow::Error::msg)?),
         })
     }
 }
@@ -90,6 +95,10 @@ pub enum Command {
         /// LM head storage: auto (700M untied: int8; 2B tied: int4), int8, int4.
         #[arg(long, default_value = "auto")]
         head: String,
+        /// Ternary weight packings, comma-separated (auto, 2bit, 5trit), run interleaved and
+        /// compared; `all`: 2bit, and 5trit where its AVX-512 VBMI kernel runs.
+        #[arg(long, default_value = "all", value_delimiter = ',')]
+        pack: Vec<String>,
     },
     /// Generates text from a prompt on the command line.
     Generate {
@@ -138,11 +147,12 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             });
             let m = Model::load_with(&model, &engine.load_options()?)?;
             eprintln!(
-                "loaded {} ({} layers, hidden {}, kernel path {}, {} threads)",
+                "loaded {} ({} layers, hidden {}, kernel path {}, {} ternary packing, {} threads)",
                 model.display(),
                 m.config.num_hidden_layers,
                 m.config.hidden_size,
                 m.isa().name(),
+                m.packing().name(),
                 m.threads()
             );
             let rt = tokio::runtime::Runtime::new()?;
@@ -165,10 +175,11 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             repeats,
             isa,
             head,
+            pack,
         } => {
             anyhow::ensure!(
-                !threads.is_empty() && !shapes.is_empty(),
-                "need at least one shape and one thread count"
+                !threads.is_empty() && !shapes.is_empty() && !pack.is_empty(),
+                "need at least one shape, thread count and packing"
             );
             crate::bench::run(&crate::bench::BenchOptions {
                 shapes,
@@ -178,6 +189,17 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                 repeats: repeats.max(1),
                 isa: Isa::parse(&isa).map_err(anyhow::Error::msg)?,
                 head: parse_head(&head)?,
+                packings: if pack == ["all"] {
+                    let mut all = vec![Packing::Tq2];
+                    if Packing::trit5_kernel_available() {
+                        all.push(Packing::Trit5);
+                    }
+                    all
+                } else {
+                    pack.iter()
+                        .map(|p| Packing::parse(p).map_err(anyhow::Error::msg))
+                        .collect::<anyhow::Result<_>>()?
+                },
             })
         }
         Command::Generate {

@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use crate::int4::{self, Int4Matrix};
-use crate::kernels::{self, Isa};
+use crate::kernels::{self, Isa, Packing};
 
 /// BitLinear weight scale: `max(mean|W|, 1e-5)` (summed in f64 so the mean is order-independent).
 pub fn absmean_scale(w: &[f32]) -> f32 {
@@ -73,8 +73,8 @@ pub struct Acts<'a> {
     pub scale: &'a [f32],
 }
 
-/// Quantizes one token `x` to int8 into `dst` (`k_pad` values; kernel order for ternary
-/// matmuls when `permute`), using `tmp` as scratch; returns `(Σ xq, g)`.
+/// Quantizes one token `x` to int8 into `dst` (`k_pad` values; the order of 2-bit ternary
+/// kernels when `permute`, else natural), using `tmp` as scratch; returns `(Σ xq, g)`.
 pub fn quantize_token(x: &[f32], permute: bool, tmp: &mut Vec<i8>, dst: &mut [i8]) -> (i32, f32) {
     let k = x.len();
     if permute {
@@ -95,7 +95,7 @@ pub struct QuantActs {
     pub n_tok: usize,
     /// Padded row length.
     pub k_pad: usize,
-    /// Rows in kernel order ([`kernels::permute_acts`] for ternary, natural for int8).
+    /// Rows in kernel order ([`kernels::permute_acts`] for 2-bit ternary, else natural).
     pub data: Vec<i8>,
     /// `Σ xq` per token.
     pub sums: Vec<i32>,
@@ -139,13 +139,14 @@ impl QuantActs {
     }
 }
 
-/// A ternary weight matrix `[rows, cols]` packed at 2 bits, with one f32 scale per row (rows of
-/// fused projections keep their own tensor's scale).
+/// A ternary weight matrix `[rows, cols]` packed at 2 or 1.6 bits ([`Packing`]), with one f32
+/// scale per row (rows of fused projections keep their own tensor's scale).
 #[derive(Clone)]
 pub struct TernaryMatrix {
     rows: usize,
     cols: usize,
     k_pad: usize,
+    packing: Packing,
     codes: crate::mem::Bytes,
     row_scale: Vec<f32>,
 }
@@ -170,30 +171,67 @@ impl TernaryMatrix {
         Ok(m)
     }
 
-    /// All-zero weights with scale `s`.
+    /// All-zero weights with scale `s`, packed at 2 bits.
     pub fn zeros(rows: usize, cols: usize, s: f32) -> TernaryMatrix {
-        let k_pad = kernels::padded_ternary_len(cols);
+        TernaryMatrix::zeros_packed(rows, cols, s, Packing::Tq2)
+    }
+
+    /// All-zero weights with scale `s` in `packing`.
+    pub fn zeros_packed(rows: usize, cols: usize, s: f32, packing: Packing) -> TernaryMatrix {
+        let k_pad = packing.padded_len(cols);
+        let zero_byte = match packing {
+            Packing::Tq2 => 0x55,
+            // Digits 1,1,1,1,1: 1 + 3 + 9 + 27 + 81.
+            Packing::Trit5 => 121,
+        };
         TernaryMatrix {
             rows,
             cols,
             k_pad,
-            codes: crate::mem::Bytes::Own(vec![0x55; rows * k_pad / 4]),
+            packing,
+            codes: crate::mem::Bytes::Own(vec![zero_byte; rows * packing.row_bytes(k_pad)]),
             row_scale: vec![s; rows],
         }
     }
 
+    /// How the weights are packed.
+    pub fn packing(&self) -> Packing {
+        self.packing
+    }
+
+    /// The same weights in `packing` (a copy; `self` when already so packed).
+    pub fn repack(self, packing: Packing) -> TernaryMatrix {
+        if packing == self.packing {
+            return self;
+        }
+        let mut out = TernaryMatrix::zeros_packed(self.rows, self.cols, 1.0, packing);
+        out.row_scale = self.row_scale.clone();
+        let rb = packing.row_bytes(out.k_pad);
+        let mut natural = vec![0u8; rb];
+        let codes = out.codes.to_mut();
+        for r in 0..self.rows {
+            packing.pack_row(&self.row_values(r), &mut natural);
+            for (b, blk) in natural.chunks_exact(kernels::BLOCK_BYTES).enumerate() {
+                let off = kernels::tiled_offset(self.rows, rb, r, b);
+                codes[off..off + kernels::BLOCK_BYTES].copy_from_slice(blk);
+            }
+        }
+        out
+    }
+
     /// Sets row `r` from ternary values.
     pub fn set_row(&mut self, r: usize, values: &[i8]) {
-        let rb = self.k_pad / 4;
+        let rb = self.packing.row_bytes(self.k_pad);
         let mut natural = vec![0u8; rb];
-        kernels::pack_ternary_row(values, &mut natural);
+        self.packing.pack_row(values, &mut natural);
         for (b, blk) in natural.chunks_exact(kernels::BLOCK_BYTES).enumerate() {
             let off = kernels::tiled_offset(self.rows, rb, r, b);
             self.codes.to_mut()[off..off + kernels::BLOCK_BYTES].copy_from_slice(blk);
         }
     }
 
-    /// All packed bytes (tiled layout; for generators writing random codes directly).
+    /// All packed bytes (tiled layout of [`TernaryMatrix::packing`]; for generators writing
+    /// random codes directly).
     pub fn codes_mut(&mut self) -> &mut [u8] {
         self.codes.to_mut()
     }
@@ -205,26 +243,32 @@ impl TernaryMatrix {
 
     /// Ternary values of row `r`.
     pub fn row_values(&self, r: usize) -> Vec<i8> {
-        let rb = self.k_pad / 4;
+        let rb = self.packing.row_bytes(self.k_pad);
         let mut natural = Vec::with_capacity(rb);
-        for b in 0..self.k_pad / kernels::BLOCK {
+        for b in 0..self.k_pad / self.packing.block() {
             let off = kernels::tiled_offset(self.rows, rb, r, b);
             natural.extend_from_slice(&self.codes[off..off + kernels::BLOCK_BYTES]);
         }
-        kernels::unpack_ternary_row(&natural, self.cols)
+        self.packing.unpack_row(&natural, self.cols)
     }
 
-    /// Stacks matrices with the same column count (fused q/k/v, gate/up).
+    /// Stacks matrices with the same column count and packing (fused q/k/v, gate/up).
     pub fn concat(parts: Vec<TernaryMatrix>) -> anyhow::Result<TernaryMatrix> {
         let cols = parts.first().map_or(0, |p| p.cols);
+        let packing = parts.first().map_or(Packing::Tq2, |p| p.packing);
         anyhow::ensure!(
             parts.iter().all(|p| p.cols == cols),
             "fused matrices need equal column counts"
         );
+        anyhow::ensure!(
+            parts.iter().all(|p| p.packing == packing),
+            "fused matrices need the same packing"
+        );
         let mut out = TernaryMatrix {
             rows: 0,
             cols,
-            k_pad: kernels::padded_ternary_len(cols),
+            k_pad: packing.padded_len(cols),
+            packing,
             codes: crate::mem::Bytes::Own(vec![]),
             row_scale: vec![],
         };
@@ -246,7 +290,7 @@ impl TernaryMatrix {
             return Ok(out);
         }
         let rows = parts.iter().map(|p| p.rows).sum();
-        let mut fused = TernaryMatrix::zeros(rows, cols, 1.0);
+        let mut fused = TernaryMatrix::zeros_packed(rows, cols, 1.0, packing);
         let mut r0 = 0;
         for p in &parts {
             for r in 0..p.rows {
@@ -280,7 +324,7 @@ impl TernaryMatrix {
 
     /// Packed bytes of rows `rows` (`rows.start` at a row group).
     pub fn codes_of_rows(&self, rows: Range<usize>) -> &[u8] {
-        let rb = self.k_pad / 4;
+        let rb = self.packing.row_bytes(self.k_pad);
         &self.codes[rows.start * rb..rows.end * rb]
     }
 
@@ -312,9 +356,10 @@ impl TernaryMatrix {
         let nr = rows.len();
         raw.clear();
         raw.resize(nr * n, 0);
-        let rb = self.k_pad / 4;
+        let rb = self.packing.row_bytes(self.k_pad);
         kernels::ternary_gemm(
             isa,
+            self.packing,
             &self.codes[rows.start * rb..rows.end * rb],
             nr,
             self.k_pad,

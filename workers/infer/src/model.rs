@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use crate::config::ModelConfig;
-use crate::kernels::{self, Isa};
+use crate::kernels::{self, Isa, Packing};
 use crate::matrix::{quantize_token, Acts, Exec, HeadInput, HeadScratch, RowTable, TernaryMatrix};
 use crate::par::{self, Shared, Team};
 use crate::sampling::{Sampler, SamplingParams};
@@ -40,11 +40,10 @@ struct OwnActs {
 #[allow(unsafe_code)]
 unsafe fn acts_of<'b>(
     n: usize,
-    k: usize,
+    kp: usize,
     own: &'b OwnActs,
     (qd, qs, qg): (&'b Shared<i8>, &'b Shared<i32>, &'b Shared<f32>),
 ) -> Acts<'b> {
-    let kp = kernels::padded_ternary_len(k);
     if n == 1 {
         return Acts {
             n_tok: 1,
@@ -64,6 +63,50 @@ unsafe fn acts_of<'b>(
             scale: qg.get(0..n),
         }
     }
+}
+
+/// `layers` with every ternary matrix in `packing` (matrices already so packed are moved, not
+/// copied; the others are repacked on all cores, one layer per task).
+fn repack_layers(layers: Vec<Layer>, packing: Packing) -> Vec<Layer> {
+    let repack = |mut l: Layer| {
+        for m in [&mut l.qkv, &mut l.o, &mut l.gate, &mut l.up, &mut l.down] {
+            if m.packing() != packing {
+                let old = std::mem::replace(m, TernaryMatrix::zeros(0, 0, 1.0));
+                *m = old.repack(packing);
+            }
+        }
+        l
+    };
+    if layers.iter().all(|l| {
+        [&l.qkv, &l.o, &l.gate, &l.up, &l.down]
+            .iter()
+            .all(|m| m.packing() == packing)
+    }) {
+        return layers;
+    }
+    let slots: Vec<std::sync::Mutex<Option<Layer>>> = layers
+        .into_iter()
+        .map(|l| std::sync::Mutex::new(Some(l)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        while let Some(slot) = slots.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+            let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
+            *g = g.take().map(repack);
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|s| {
+        // Helpers that cannot start are simply missing: the caller's loop takes their layers.
+        for _ in 1..threads.min(slots.len()) {
+            let _ = std::thread::Builder::new().spawn_scoped(s, work);
+        }
+        work();
+    });
+    slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect()
 }
 
 /// How the LM head is stored.
@@ -90,6 +133,8 @@ pub struct LoadOptions {
     pub isa: Option<Isa>,
     /// LM head storage.
     pub head: HeadFormat,
+    /// Packing of the ternary layers (`None` = [`Packing::detect`]).
+    pub packing: Option<Packing>,
 }
 
 impl Default for LoadOptions {
@@ -98,6 +143,7 @@ impl Default for LoadOptions {
             threads: 0,
             isa: None,
             head: HeadFormat::Auto,
+            packing: None,
         }
     }
 }
@@ -170,6 +216,8 @@ pub struct Model {
     /// Tokenizer, when the checkpoint has one.
     pub tokenizer: Option<tokenizers::Tokenizer>,
     pub(crate) exec: Exec,
+    /// Packing of every ternary layer.
+    packing: Packing,
     inv_freq: Vec<f32>,
 }
 
@@ -323,7 +371,8 @@ impl Model {
         }
         let isa = opts.isa.unwrap_or_else(Isa::detect);
         let exec = Exec::new(opts.threads, isa)?;
-        let mut layers = layers;
+        let packing = opts.packing.unwrap_or_else(Packing::detect);
+        let mut layers = repack_layers(layers, packing);
         // All ternary weights in one arena on huge pages, in the order decode streams them.
         crate::mem::into_arena(layers.iter_mut().flat_map(|l| {
             [&mut l.qkv, &mut l.o, &mut l.gate, &mut l.up, &mut l.down]
@@ -341,8 +390,14 @@ impl Model {
             final_norm,
             tokenizer,
             exec,
+            packing,
             inv_freq,
         })
+    }
+
+    /// Packing of the ternary layers.
+    pub fn packing(&self) -> Packing {
+        self.packing
     }
 
     /// Changes the worker thread count (0 = all cores) and kernel path.
@@ -451,6 +506,8 @@ impl Model {
         let vocab = cfg.vocab_size;
         let nl = self.layers.len();
         let isa = self.exec.isa;
+        let packing = self.packing;
+        let permute = packing.permutes_acts();
         let nth = self.exec.threads();
 
         let mut x = Vec::with_capacity(n * d);
@@ -494,7 +551,7 @@ impl Model {
 
         let k_max = [d, q_dim, inter]
             .iter()
-            .map(|&k| kernels::padded_ternary_len(k))
+            .map(|&k| packing.padded_len(k))
             .max()
             .unwrap_or(0);
         let qkv_w = q_dim + 2 * kv_dim;
@@ -551,7 +608,7 @@ impl Model {
                              tmp: &mut Vec<i8>,
                              hbuf: &mut [f32],
                              own: &mut OwnActs| {
-                    let kp = kernels::padded_ternary_len(k);
+                    let kp = packing.padded_len(k);
                     // The row to quantize: `xt` itself, or its RMSNorm in `hbuf`.
                     let norm_row = |xt: &'_ [f32], hbuf: &'_ mut [f32]| -> bool {
                         if let Some(w) = norm {
@@ -563,7 +620,7 @@ impl Model {
                         // SAFETY: `src` is read-only in this step.
                         let xt = unsafe { src.get(0..k) };
                         let h = if norm_row(xt, hbuf) { &hbuf[..k] } else { xt };
-                        (own.sum, own.scale) = quantize_token(h, true, tmp, &mut own.data[..kp]);
+                        (own.sum, own.scale) = quantize_token(h, permute, tmp, &mut own.data[..kp]);
                         return;
                     }
                     team.chunks(n, 1, |tr| {
@@ -574,7 +631,7 @@ impl Model {
                                 let xt = src.get(t * k..(t + 1) * k);
                                 let h = if norm_row(xt, hbuf) { &hbuf[..k] } else { xt };
                                 let (s, g) =
-                                    quantize_token(h, true, tmp, qd.part(t * kp..(t + 1) * kp));
+                                    quantize_token(h, permute, tmp, qd.part(t * kp..(t + 1) * kp));
                                 qs.set(t, s);
                                 qg.set(t, g);
                             }
@@ -625,7 +682,7 @@ impl Model {
                         &mut own,
                     );
                     // SAFETY: the shared activations (prompt) were written before the last barrier.
-                    let a = unsafe { acts_of(n, d, &own, (&qd, &qs, &qg)) };
+                    let a = unsafe { acts_of(n, packing.padded_len(d), &own, (&qd, &qs, &qg)) };
                     rows_of(qkv_w, &mut |rr| {
                         layer
                             .qkv
@@ -700,7 +757,7 @@ impl Model {
                     warm_barrier([mine(&layer.o), &[]]);
                     quant(&attn, q_dim, None, &mut tmp, &mut hbuf, &mut own);
                     // SAFETY: the shared activations (prompt) were written before the last barrier.
-                    let a = unsafe { acts_of(n, q_dim, &own, (&qd, &qs, &qg)) };
+                    let a = unsafe { acts_of(n, packing.padded_len(q_dim), &own, (&qd, &qs, &qg)) };
                     rows_of(d, &mut |rr| {
                         layer
                             .o
@@ -716,7 +773,7 @@ impl Model {
                     // MLP block.
                     quant(&xs, d, Some(&layer.ffn_norm), &mut tmp, &mut hbuf, &mut own);
                     // SAFETY: the shared activations (prompt) were written before the last barrier.
-                    let a = unsafe { acts_of(n, d, &own, (&qd, &qs, &qg)) };
+                    let a = unsafe { acts_of(n, packing.padded_len(d), &own, (&qd, &qs, &qg)) };
                     rows_of(inter, &mut |rr| {
                         let nr = rr.len();
                         gbuf.clear();
@@ -746,7 +803,7 @@ impl Model {
                     warm_barrier([mine(&layer.down), &[]]);
                     quant(&act, inter, None, &mut tmp, &mut hbuf, &mut own);
                     // SAFETY: the shared activations (prompt) were written before the last barrier.
-                    let a = unsafe { acts_of(n, inter, &own, (&qd, &qs, &qg)) };
+                    let a = unsafe { acts_of(n, packing.padded_len(inter), &own, (&qd, &qs, &qg)) };
                     rows_of(d, &mut |rr| {
                         layer
                             .down

@@ -3,6 +3,7 @@
 
 use crate::config::ModelConfig;
 use crate::int4::Int4Matrix;
+use crate::kernels::Packing;
 use crate::matrix::{Int8Matrix, RowTable, TernaryMatrix};
 use crate::model::{HeadFormat, Layer, LoadOptions, Model};
 use crate::sampling::Rng;
@@ -51,20 +52,24 @@ impl Shape {
     }
 }
 
-/// A random ternary matrix: codes uniform over {-1, 0, 1}, scale keeping activations O(1).
-fn ternary(rng: &mut Rng, rows: usize, cols: usize) -> TernaryMatrix {
-    // All 81 bytes whose four 2-bit fields are valid codes (0, 1, 2).
-    let table: Vec<u8> = (0..81u32)
-        .map(|i| ((i % 3) | (i / 3 % 3) << 2 | (i / 9 % 3) << 4 | (i / 27 % 3) << 6) as u8)
-        .collect();
+/// A random ternary matrix in `packing`: codes uniform over {-1, 0, 1}, scale keeping
+/// activations O(1).
+fn ternary(rng: &mut Rng, rows: usize, cols: usize, packing: Packing) -> TernaryMatrix {
+    // Every valid byte: four 2-bit fields each 0, 1 or 2, or five base-3 digits.
+    let table: Vec<u8> = match packing {
+        Packing::Tq2 => (0..81u32)
+            .map(|i| ((i % 3) | (i / 3 % 3) << 2 | (i / 9 % 3) << 4 | (i / 27 % 3) << 6) as u8)
+            .collect(),
+        Packing::Trit5 => (0..243u32).map(|i| i as u8).collect(),
+    };
     let s = 1.0 / ((2.0 / 3.0) * cols as f32).sqrt();
-    let mut m = TernaryMatrix::zeros(rows, cols, s);
+    let mut m = TernaryMatrix::zeros_packed(rows, cols, s, packing);
     // Random codes everywhere (the padding of rows is never read against non-zero activations).
-    for chunk in m.codes_mut().chunks_mut(8) {
+    for chunk in m.codes_mut().chunks_mut(4) {
         let mut bits = rng.next_u64();
         for b in chunk.iter_mut() {
-            *b = table[(bits & 0xff) as usize % 81];
-            bits >>= 8;
+            *b = table[(bits & 0xffff) as usize % table.len()];
+            bits >>= 16;
         }
     }
     m
@@ -95,22 +100,24 @@ pub fn synthetic_model(shape: Shape, seed: u64, opts: &LoadOptions) -> anyhow::R
     let kv = cfg.kv_heads() * cfg.head_dim();
     let inter = cfg.intermediate_size;
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+    // Generated in the packing the model will use (no repacking at load).
+    let p = opts.packing.unwrap_or_else(Packing::detect);
     for _ in 0..cfg.num_hidden_layers {
         let qkv = TernaryMatrix::concat(vec![
-            ternary(&mut rng, d, d),
-            ternary(&mut rng, kv, d),
-            ternary(&mut rng, kv, d),
+            ternary(&mut rng, d, d, p),
+            ternary(&mut rng, kv, d, p),
+            ternary(&mut rng, kv, d, p),
         ])?;
-        let gate = ternary(&mut rng, inter, d);
-        let up = ternary(&mut rng, inter, d);
+        let gate = ternary(&mut rng, inter, d, p);
+        let up = ternary(&mut rng, inter, d, p);
         layers.push(Layer {
             attn_norm: vec![1.0; d],
             qkv,
-            o: ternary(&mut rng, d, d),
+            o: ternary(&mut rng, d, d, p),
             ffn_norm: vec![1.0; d],
             gate,
             up,
-            down: ternary(&mut rng, d, inter),
+            down: ternary(&mut rng, d, inter, p),
         });
     }
     let vocab = cfg.vocab_size;

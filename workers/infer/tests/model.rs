@@ -4,6 +4,7 @@
 mod common;
 
 use common::{max_diff, reference_logits, write_checkpoint, Spec};
+use magnet_infer::kernels::Packing;
 use magnet_infer::{HeadFormat, Isa, LoadOptions, Model, SamplingParams};
 
 fn bits(l: &[Vec<f32>]) -> Vec<Vec<u32>> {
@@ -68,18 +69,24 @@ fn decode_across_kv_cache_growth_matches_prefill_for_any_thread_count_and_simd_p
     let mut want = None;
     let runs = [1, 2, 3]
         .into_iter()
-        .map(|t| (t, Isa::detect()))
-        .chain(Isa::available().into_iter().map(|isa| (2, isa)));
-    for (threads, isa) in runs {
+        .flat_map(|t| [Packing::Tq2, Packing::Trit5].map(|p| (t, Isa::detect(), p)))
+        .chain(
+            Isa::available()
+                .into_iter()
+                .flat_map(|isa| [Packing::Tq2, Packing::Trit5].map(|p| (2, isa, p))),
+        );
+    for (threads, isa, packing) in runs {
         let model = Model::load_with(
             dir.path(),
             &LoadOptions {
                 threads,
                 isa: Some(isa),
+                packing: Some(packing),
                 ..Default::default()
             },
         )
         .unwrap();
+        assert_eq!(model.packing(), packing);
         let batched = bits(&model.forward_logits(&tokens).unwrap());
         let mut s = model.new_session();
         let mut stepped = bits(&model.forward(&mut s, &tokens[..10], true).unwrap());
@@ -89,7 +96,7 @@ fn decode_across_kv_cache_growth_matches_prefill_for_any_thread_count_and_simd_p
         assert_eq!(s.len(), 100);
         assert!(
             batched == stepped,
-            "{threads} threads: stepped decode differs"
+            "{threads} threads, {isa:?}, {packing:?}: stepped decode differs"
         );
         match &want {
             None => want = Some(batched),
@@ -99,7 +106,7 @@ fn decode_across_kv_cache_growth_matches_prefill_for_any_thread_count_and_simd_p
 }
 
 #[test]
-fn logits_are_bit_identical_across_threads_and_simd_paths() {
+fn logits_are_bit_identical_across_threads_simd_paths_and_packings() {
     let dir = tempfile::tempdir().unwrap();
     let spec = Spec {
         hidden: 320,
@@ -114,19 +121,24 @@ fn logits_are_bit_identical_across_threads_and_simd_paths() {
     for isa in Isa::available() {
         for threads in [1, 2, 3] {
             for head in [HeadFormat::F32, HeadFormat::Int8, HeadFormat::Int4] {
-                let opts = LoadOptions {
-                    threads,
-                    isa: Some(isa),
-                    head,
-                };
-                let m = Model::load_with(dir.path(), &opts).unwrap();
-                runs.push((
-                    (isa, threads, head),
-                    bits(&m.forward_logits(&tokens).unwrap()),
-                ));
+                for packing in [Packing::Tq2, Packing::Trit5] {
+                    let opts = LoadOptions {
+                        threads,
+                        isa: Some(isa),
+                        head,
+                        packing: Some(packing),
+                    };
+                    let m = Model::load_with(dir.path(), &opts).unwrap();
+                    runs.push((
+                        (isa, threads, head, packing),
+                        bits(&m.forward_logits(&tokens).unwrap()),
+                    ));
+                }
             }
         }
     }
+    // The packing only changes how the same ternary values are stored: the integer sums, and
+    // so the logits, are the same for both.
     for head in [HeadFormat::F32, HeadFormat::Int8, HeadFormat::Int4] {
         let same: Vec<_> = runs.iter().filter(|r| r.0 .2 == head).collect();
         for r in &same[1..] {
