@@ -532,6 +532,25 @@ mod tests {
     }
 
     #[test]
+    fn packings_size_rows_and_parse_names() {
+        // 2560 is eight 320-weight blocks and ten 256-weight ones: 512 vs 640 bytes.
+        assert_eq!(Packing::Trit5.padded_len(2560), 2560);
+        assert_eq!(Packing::Trit5.row_bytes(2560), 512);
+        assert_eq!(Packing::Tq2.row_bytes(2560), 640);
+        // 1536 pads to 1600 (five blocks) at 5 trits, stays 1536 at 2 bits.
+        assert_eq!(Packing::Trit5.padded_len(1536), 1600);
+        assert_eq!(Packing::Trit5.row_bytes(1600), 320);
+        assert_eq!(Packing::Tq2.padded_len(1), 256);
+        assert_eq!(Packing::parse("5trit"), Ok(Packing::Trit5));
+        assert_eq!(Packing::parse("2bit"), Ok(Packing::Tq2));
+        assert_eq!(Packing::parse("auto"), Ok(Packing::detect()));
+        assert!(Packing::parse("3bit").unwrap_err().contains("auto|2bit|5trit"));
+        for p in [Packing::Tq2, Packing::Trit5] {
+            assert_eq!(Packing::parse(p.name()), Ok(p));
+        }
+    }
+
+    #[test]
     fn trit5_pack_unpack_roundtrip_on_odd_lengths() {
         let mut rng = Rng(3);
         for k in [1usize, 63, 64, 65, 319, 320, 321, 640, 1000, 2560] {
