@@ -544,7 +544,9 @@ mod tests {
         assert_eq!(Packing::parse("5trit"), Ok(Packing::Trit5));
         assert_eq!(Packing::parse("2bit"), Ok(Packing::Tq2));
         assert_eq!(Packing::parse("auto"), Ok(Packing::detect()));
-        assert!(Packing::parse("3bit").unwrap_err().contains("auto|2bit|5trit"));
+        assert!(Packing::parse("3bit")
+            .unwrap_err()
+            .contains("auto|2bit|5trit"));
         for p in [Packing::Tq2, Packing::Trit5] {
             assert_eq!(Packing::parse(p.name()), Ok(p));
         }
