@@ -10,7 +10,8 @@ use crate::kernels::{self, Isa, Packing};
 use crate::matrix::{quantize_token, Acts, Exec, HeadInput, HeadScratch, RowTable, TernaryMatrix};
 use crate::par::{self, Shared, Team};
 use crate::sampling::{Sampler, SamplingParams};
-use crate::vecf32::{attend, rmsnorm};
+use crate::vecf32::{attend, attend_f32, narrow, rmsnorm, widen};
+use half::f16;
 
 /// Bytes of its next weights a thread prefetches while it waits at a barrier.
 const WARM_BYTES: usize = 32 << 10;
@@ -223,10 +224,11 @@ pub struct Model {
 
 /// KV cache and position of one sequence.
 pub struct Session {
-    /// Keys and values, each one buffer `[layer][kv_head][cap][head_dim]`: a head's history is
-    /// contiguous (attention streams it), and the whole cache is one allocation (huge pages).
-    k: Vec<f32>,
-    v: Vec<f32>,
+    /// Keys and values in f16 (as llama.cpp's default cache; half the bytes attention streams),
+    /// each one buffer `[layer][kv_head][cap][head_dim]`: a head's history is contiguous
+    /// (attention streams it), and the whole cache is one allocation (huge pages).
+    k: Vec<f16>,
+    v: Vec<f16>,
     /// Positions each head slot holds.
     cap: usize,
     /// `layers × kv_heads` slots.
@@ -249,8 +251,8 @@ impl Session {
         }
         let cap = len.next_power_of_two().max(64);
         let hd = self.head_dim;
-        let mut k = crate::mem::huge_vec(self.slots * cap * hd, 0f32);
-        let mut v = crate::mem::huge_vec(self.slots * cap * hd, 0f32);
+        let mut k = crate::mem::huge_vec(self.slots * cap * hd, f16::ZERO);
+        let mut v = crate::mem::huge_vec(self.slots * cap * hd, f16::ZERO);
         let used = self.pos * hd;
         for slot in 0..self.slots {
             let (src, dst) = (slot * self.cap * hd, slot * cap * hd);
@@ -595,6 +597,11 @@ impl Model {
                 let mut hbuf = vec![0f32; d.max(inter)];
                 let mut gbuf: Vec<f32> = Vec::new();
                 let mut qrot = vec![0f32; hd];
+                let mut krot = vec![0f32; hd];
+                let mut kvrow = vec![0f32; crate::vecf32::ATTEND_ROWS * hd];
+                // A prompt's attention: the cache slot whose keys/values this thread holds
+                // widened to f32 (all of the slot's positions), reused by the slot's queries.
+                let (mut wide_slot, mut wk, mut wv) = (None, Vec::new(), Vec::new());
                 let mut scores: Vec<f32> = Vec::new();
                 // Quantizes `n` rows of `k` values of `src` (after RMSNorm with `norm`) into
                 // the shared activation buffer, then waits for the team.
@@ -694,35 +701,46 @@ impl Model {
                     });
                     warm_barrier([mine(&layer.o), &[]]);
                     // Writes token `t`'s key (after RoPE) and value of kv head `h` to the cache.
-                    let store_kv = |t: usize, h: usize| {
+                    // (Rounded to f16 to nearest-even; `krot` is scratch.)
+                    let store_kv = |t: usize, h: usize, krot: &mut [f32]| {
                         let (new, _) = &spans[li * kvh + h];
                         let at = new.start + t * hd;
                         let row = t * qkv_w + q_dim + h * hd;
                         // SAFETY: `qkv` is read-only in this step; the cache rows of (t, h) at
                         // the new positions are this task's.
                         unsafe {
-                            rope(qkv.get(row..row + hd), kc.part(at..at + hd), t);
-                            vc.part(at..at + hd)
-                                .copy_from_slice(qkv.get(row + kv_dim..row + kv_dim + hd));
+                            rope(qkv.get(row..row + hd), krot, t);
+                            narrow(krot, kc.part(at..at + hd));
+                            narrow(
+                                qkv.get(row + kv_dim..row + kv_dim + hd),
+                                vc.part(at..at + hd),
+                            );
                         }
                     };
-                    // Attention of token `t`, query head `head`, over the cache.
-                    let attend_one = |t: usize,
-                                      head: usize,
-                                      qrot: &mut [f32],
-                                      scores: &mut Vec<f32>| {
-                        let (_, all) = &spans[li * kvh + head / group];
-                        let ctx = all.start..all.start + (pos0 + t + 1) * hd;
-                        let row = t * qkv_w + head * hd;
-                        // SAFETY: `qkv` and the cache are read-only in this step (the cache
-                        // rows were written before the last barrier or, for one token, by this
-                        // thread just before); the output slice of (t, head) is this task's.
-                        unsafe {
-                            rope(qkv.get(row..row + hd), qrot, t);
-                            let o = attn.part(t * q_dim + head * hd..t * q_dim + (head + 1) * hd);
-                            attend(qrot, kc.get(ctx.clone()), vc.get(ctx), hd, scale, scores, o);
-                        }
-                    };
+                    // One token's attention, query head `head`, over the f16 cache.
+                    let attend_one =
+                        |head: usize, qrot: &mut [f32], scratch: (&mut Vec<f32>, &mut [f32])| {
+                            let (t, (_, all)) = (0, &spans[li * kvh + head / group]);
+                            let ctx = all.start..all.start + (pos0 + t + 1) * hd;
+                            let row = t * qkv_w + head * hd;
+                            // SAFETY: `qkv` and the cache are read-only in this step (the cache
+                            // rows were written by this thread just before); the output slice of
+                            // (0, head) is this task's.
+                            unsafe {
+                                rope(qkv.get(row..row + hd), qrot, t);
+                                let o =
+                                    attn.part(t * q_dim + head * hd..t * q_dim + (head + 1) * hd);
+                                attend(
+                                    qrot,
+                                    kc.get(ctx.clone()),
+                                    vc.get(ctx),
+                                    hd,
+                                    scale,
+                                    scratch,
+                                    o,
+                                );
+                            }
+                        };
                     if n == 1 {
                         // One token: each thread takes whole kv heads (with their query heads),
                         // stores their new key/value and attends, with no barrier in between.
@@ -731,26 +749,60 @@ impl Model {
                             // SAFETY: read-only prefetch hints of this head's history.
                             // (At most the first 128 KiB of each: enough for the contexts where
                             // the misses dominate; beyond that it would only evict L1/L2.)
-                            let head = all.start..all.end.min(all.start + (32 << 10));
+                            let head = all.start..all.end.min(all.start + (64 << 10));
                             unsafe {
                                 kernels::prefetch_all(kc.get(head.clone()));
                                 kernels::prefetch_all(vc.get(head));
                             }
-                            store_kv(0, h);
+                            store_kv(0, h, &mut krot);
                             for head in h * group..(h + 1) * group {
-                                attend_one(0, head, &mut qrot, &mut scores);
+                                attend_one(head, &mut qrot, (&mut scores, &mut kvrow));
                             }
                         }
                     } else {
                         team.chunks(n * kvh, 1, |tasks| {
                             for i in tasks {
-                                store_kv(i / kvh, i % kvh);
+                                store_kv(i / kvh, i % kvh, &mut krot);
                             }
                         });
                         team.barrier();
+                        // Tasks ordered kv head first, so that a thread's consecutive tasks
+                        // mostly share the widened cache of one slot.
                         team.chunks(n * n_heads, 1, |tasks| {
                             for i in tasks {
-                                attend_one(i / n_heads, i % n_heads, &mut qrot, &mut scores);
+                                let (h, r) = (i / (n * group), i % (n * group));
+                                let (t, head) = (r / group, h * group + r % group);
+                                let slot = li * kvh + h;
+                                let (_, all) = &spans[slot];
+                                if wide_slot != Some(slot) {
+                                    wk.resize(all.len(), 0.0);
+                                    wv.resize(all.len(), 0.0);
+                                    // SAFETY: the cache is read-only in this step (written
+                                    // before the last barrier).
+                                    unsafe {
+                                        widen(kc.get(all.clone()), &mut wk);
+                                        widen(vc.get(all.clone()), &mut wv);
+                                    }
+                                    wide_slot = Some(slot);
+                                }
+                                let len = (pos0 + t + 1) * hd;
+                                let row = t * qkv_w + head * hd;
+                                // SAFETY: `qkv` is read-only in this step; the output slice of
+                                // (t, head) is this task's.
+                                unsafe {
+                                    rope(qkv.get(row..row + hd), &mut qrot, t);
+                                    let o = attn
+                                        .part(t * q_dim + head * hd..t * q_dim + (head + 1) * hd);
+                                    attend_f32(
+                                        &qrot,
+                                        &wk[..len],
+                                        &wv[..len],
+                                        hd,
+                                        scale,
+                                        &mut scores,
+                                        o,
+                                    );
+                                }
                             }
                         });
                     }

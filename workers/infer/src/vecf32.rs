@@ -7,6 +7,8 @@
 
 use std::sync::OnceLock;
 
+use half::f16;
+
 use crate::matrix::round_half_away;
 
 /// Partial sums of the reductions.
@@ -146,10 +148,83 @@ multiversion! {
     }
 }
 
+/// Widens f16 values to f32 (`dst.len() >= src.len()`): exact, so every path gives the same
+/// bits; F16C (8 values per instruction) where the CPU has it.
+pub fn widen(src: &[f16], dst: &mut [f32]) {
+    let dst = &mut dst[..src.len()];
+    #[cfg(target_arch = "x86_64")]
+    if has_f16c() {
+        // SAFETY: the CPU has AVX and F16C (checked).
+        unsafe { widen_f16c(src, dst) };
+        return;
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+}
+
+/// Rounds f32 values to f16, to nearest-even (`dst.len() >= src.len()`); F16C where the CPU has
+/// it, which rounds by the same IEEE rule, so every path gives the same bits.
+pub fn narrow(src: &[f32], dst: &mut [f16]) {
+    let dst = &mut dst[..src.len()];
+    #[cfg(target_arch = "x86_64")]
+    if has_f16c() {
+        // SAFETY: the CPU has AVX and F16C (checked).
+        unsafe { narrow_f16c(src, dst) };
+        return;
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f16::from_f32(*s);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+fn narrow_f16c(src: &[f32], dst: &mut [f16]) {
+    use std::arch::x86_64::{_mm256_cvtps_ph, _mm256_loadu_ps, _mm_storeu_si128};
+    let n = src.len().min(dst.len());
+    let whole = n / 8 * 8;
+    for i in (0..whole).step_by(8) {
+        // SAFETY: `i + 8 <= n`, within both slices; `loadu`/`storeu` need no alignment.
+        // Immediate 0: round to nearest even, exceptions masked.
+        unsafe {
+            let h = _mm256_cvtps_ph::<0>(_mm256_loadu_ps(src.as_ptr().add(i)));
+            _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
+        }
+    }
+    for (d, s) in dst[whole..n].iter_mut().zip(&src[whole..n]) {
+        *d = f16::from_f32(*s);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_f16c() -> bool {
+    static F16C: OnceLock<bool> = OnceLock::new();
+    *F16C.get_or_init(|| is_x86_feature_detected!("avx") && is_x86_feature_detected!("f16c"))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+fn widen_f16c(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::{_mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
+    let n = src.len().min(dst.len());
+    let whole = n / 8 * 8;
+    for i in (0..whole).step_by(8) {
+        // SAFETY: `i + 8 <= n`, within both slices; `loadu`/`storeu` need no alignment.
+        unsafe {
+            let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+    }
+    for (d, s) in dst[whole..n].iter_mut().zip(&src[whole..n]) {
+        *d = s.to_f32();
+    }
+}
+
 multiversion! {
-    /// One query over the cached keys/values of one head (`k`, `v`: positions × `hd`):
-    /// `out = softmax(q·k · scale) · v`. `scores` is scratch.
-    pub fn attend(
+    /// [`attend`] over keys/values already in f32 (a prompt's attention, which widens each
+    /// head's cache once for all its queries): the same arithmetic in the same order.
+    pub fn attend_f32(
         q: &[f32],
         k: &[f32],
         v: &[f32],
@@ -176,6 +251,54 @@ multiversion! {
             let w = p * inv;
             for (a, b) in out.iter_mut().zip(vj) {
                 *a += w * b;
+            }
+        }
+    }
+}
+
+/// Cache rows [`attend`] widens at a time (its `rows` scratch holds this many rows).
+pub const ATTEND_ROWS: usize = 32;
+
+multiversion! {
+    /// One query over the cached keys/values of one head (`k`, `v`: positions × `hd`, f16):
+    /// `out = softmax(q·k · scale) · v`. Keys and values are widened to f32 into `rows`
+    /// ([`ATTEND_ROWS`] rows of `hd` at a time, L1-resident) first, so the arithmetic is the
+    /// f32 arithmetic of an f32 cache holding the same values. `scratch` is `(scores, rows)`.
+    pub fn attend(
+        q: &[f32],
+        k: &[f16],
+        v: &[f16],
+        hd: usize,
+        scale: f32,
+        scratch: (&mut Vec<f32>, &mut [f32]),
+        out: &mut [f32],
+    ) {
+        let (scores, rows) = scratch;
+        scores.clear();
+        let rows = &mut rows[..ATTEND_ROWS * hd];
+        let mut max = f32::NEG_INFINITY;
+        for kb in k.chunks(ATTEND_ROWS * hd) {
+            widen(kb, rows);
+            for kj in rows[..kb.len()].chunks_exact(hd) {
+                let s = dot16(q, kj) * scale;
+                max = max.max(s);
+                scores.push(s);
+            }
+        }
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        out.fill(0.0);
+        let inv = 1.0 / sum;
+        for (pb, vb) in scores.chunks(ATTEND_ROWS).zip(v.chunks(ATTEND_ROWS * hd)) {
+            widen(vb, rows);
+            for (p, vj) in pb.iter().zip(rows.chunks_exact(hd)) {
+                let w = p * inv;
+                for (a, b) in out.iter_mut().zip(vj) {
+                    *a += w * b;
+                }
             }
         }
     }
@@ -222,17 +345,66 @@ mod tests {
     }
 
     #[test]
+    fn widening_f16_is_exact_on_every_path() {
+        // Every finite f16 (plus infinities), in an odd-length slice so the tail runs too.
+        let src: Vec<f16> = (0..=u16::MAX)
+            .map(f16::from_bits)
+            .filter(|h| !h.is_nan())
+            .chain([f16::ONE])
+            .collect();
+        let mut dst = vec![0f32; src.len()];
+        widen(&src, &mut dst);
+        for (h, d) in src.iter().zip(&dst) {
+            assert_eq!(d.to_bits(), h.to_f32().to_bits(), "{h:?}");
+            assert_eq!(f16::from_f32(*d), *h);
+        }
+    }
+
+    #[test]
+    fn narrowing_to_f16_matches_the_software_rounding() {
+        // Ties, subnormals, overflow to infinity, signed zeros and ordinary values, in an
+        // odd-length slice so the tail runs too.
+        let mut src: Vec<f32> = (0..20_001)
+            .map(|i| f32::from_bits((i as u32).wrapping_mul(0x9E37_79B9)))
+            .filter(|v| !v.is_nan())
+            .collect();
+        src.extend([
+            0.0,
+            -0.0,
+            65504.0,
+            65520.0,
+            1e-8,
+            -6.1e-5,
+            1.0 + 1.0 / 2048.0,
+            1.0 + 3.0 / 2048.0,
+        ]);
+        let mut got = vec![f16::ZERO; src.len()];
+        narrow(&src, &mut got);
+        for (s, g) in src.iter().zip(&got) {
+            assert_eq!(g.to_bits(), f16::from_f32(*s).to_bits(), "{s:e}");
+        }
+    }
+
+    #[test]
     fn attention_is_a_softmax_average_of_values() {
         let hd = 4;
         let q = [1.0, 0.0, 0.0, 0.0];
-        let k = [1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0];
+        let k = [1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0].map(f16::from_f32);
         let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let vh = v.map(f16::from_f32);
         let mut out = [0f32; 4];
-        attend(&q, &k, &v, hd, 1.0, &mut Vec::new(), &mut out);
+        let mut rows = vec![0f32; ATTEND_ROWS * hd];
+        attend(&q, &k, &vh, hd, 1.0, (&mut Vec::new(), &mut rows), &mut out);
         let p0 = 1.0 / (1.0 + (-2f32).exp());
         for i in 0..4 {
             let want = p0 * v[i] + (1.0 - p0) * v[4 + i];
             assert!((out[i] - want).abs() < 1e-6, "{out:?}");
         }
+        // The f32 variant on the widened values gives the same bits.
+        let kf = k.map(f16::to_f32);
+        let vf = vh.map(f16::to_f32);
+        let mut out2 = [0f32; 4];
+        attend_f32(&q, &kf, &vf, hd, 1.0, &mut Vec::new(), &mut out2);
+        assert_eq!(out.map(f32::to_bits), out2.map(f32::to_bits));
     }
 }
