@@ -14,8 +14,8 @@ use crate::matrix::round_half_away;
 /// Partial sums of the reductions.
 const L: usize = 16;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Width {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Width {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -45,10 +45,34 @@ fn width() -> Width {
 }
 
 /// Defines `pub fn $name` that runs `$body` compiled for the widest vector ISA available.
+/// Every build this CPU can run (tests compare them all, not just the widest).
+#[cfg(test)]
+fn widths() -> Vec<Width> {
+    let mut out = vec![Width::Portable];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") {
+            out.push(Width::Avx2);
+        }
+        if width() == Width::Avx512 {
+            out.push(Width::Avx512);
+        }
+    }
+    out
+}
+
 macro_rules! multiversion {
     ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
         pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            $name::at(width(), $($arg),*)
+        }
+
+        /// The builds of the function of the same name.
+        pub(crate) mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
             #[inline(always)]
             fn portable($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
@@ -61,14 +85,20 @@ macro_rules! multiversion {
             fn avx2($($arg: $ty),*) $(-> $ret)? {
                 portable($($arg),*)
             }
-            match width() {
-                // SAFETY: `width()` saw these features on this CPU.
-                #[cfg(target_arch = "x86_64")]
-                Width::Avx512 => unsafe { avx512($($arg),*) },
-                // SAFETY: as above.
-                #[cfg(target_arch = "x86_64")]
-                Width::Avx2 => unsafe { avx2($($arg),*) },
-                Width::Portable => portable($($arg),*),
+
+            /// The function as built for `w`, which must be `width()` or, in tests, one of
+            /// `widths()` (features this CPU has).
+            #[inline]
+            pub(crate) fn at(w: Width, $($arg: $ty),*) $(-> $ret)? {
+                match w {
+                    // SAFETY: `w` comes from `width()`/`widths()`, which saw these features.
+                    #[cfg(target_arch = "x86_64")]
+                    Width::Avx512 => unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    #[cfg(target_arch = "x86_64")]
+                    Width::Avx2 => unsafe { avx2($($arg),*) },
+                    Width::Portable => portable($($arg),*),
+                }
             }
         }
     };
@@ -342,6 +372,61 @@ mod tests {
         for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
             *o = v * inv * g;
         }
+    }
+
+    /// Every build (portable, AVX2, AVX-512: all this CPU runs, not only the widest) gives the
+    /// same bits for every multiversioned step, on lengths that are not multiples of 16.
+    #[test]
+    fn every_build_gives_the_same_bits() {
+        let ws = widths();
+        assert_eq!(ws.last().copied(), Some(width()));
+        let n = 1003;
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 77.0 - 6.0)
+            .collect();
+        let w: Vec<f32> = (0..n).map(|i| 0.5 + (i % 13) as f32 / 10.0).collect();
+        let (hd, ctx) = (72, 37);
+        let k: Vec<f16> = (0..hd * ctx)
+            .map(|i| f16::from_f32(((i * 31) % 97) as f32 / 50.0 - 1.0))
+            .collect();
+        let v: Vec<f16> = (0..hd * ctx)
+            .map(|i| f16::from_f32(((i * 17) % 89) as f32 / 40.0 - 1.1))
+            .collect();
+        let run = |wd: Width| {
+            let mut a = vec![0f32; n];
+            rmsnorm::at(wd, &x, &w, 1e-5, &mut a);
+            let d = dot::at(wd, &x, &w);
+            let mut q = vec![0i8; n];
+            let (s, g) = quantize_i8::at(wd, &x, &mut q);
+            let mut o = vec![0f32; hd];
+            let mut rows = vec![0f32; ATTEND_ROWS * hd];
+            attend::at(
+                wd,
+                &x[..hd],
+                &k,
+                &v,
+                hd,
+                0.1,
+                (&mut Vec::new(), &mut rows),
+                &mut o,
+            );
+            let (kf, vf): (Vec<f32>, Vec<f32>) = (
+                k.iter().map(|h| h.to_f32()).collect(),
+                v.iter().map(|h| h.to_f32()).collect(),
+            );
+            let mut o2 = vec![0f32; hd];
+            attend_f32::at(wd, &x[..hd], &kf, &vf, hd, 0.1, &mut Vec::new(), &mut o2);
+            assert_eq!(bits(&o), bits(&o2), "{wd:?}: f16 and f32 attention differ");
+            (bits(&a), d.to_bits(), q, s, g.to_bits(), bits(&o))
+        };
+        let want = run(Width::Portable);
+        for wd in ws {
+            assert!(run(wd) == want, "{wd:?} differs from the portable build");
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
     }
 
     #[test]
