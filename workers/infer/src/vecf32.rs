@@ -89,6 +89,7 @@ macro_rules! multiversion {
             /// The function as built for `w`, which must be `width()` or, in tests, one of
             /// `widths()` (features this CPU has).
             #[inline]
+            #[allow(clippy::too_many_arguments)] // the function's own arguments plus `w`
             pub(crate) fn at(w: Width, $($arg: $ty),*) $(-> $ret)? {
                 match w {
                     // SAFETY: `w` comes from `width()`/`widths()`, which saw these features.
