@@ -30,11 +30,18 @@ pub struct EngineArgs {
 impl EngineArgs {
     /// Load options from the flags.
     pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
+        let packing = Packing::parse(&self.pack).map_err(anyhow::Error::msg)?;
+        if packing == Packing::Trit5 && !Packing::trit5_kernel_available() {
+            eprintln!(
+                "warning: --pack 5trit on a CPU without AVX-512 VBMI: the portable kernel decodes \
+                 5-trit weights far more slowly than 2-bit ones stream (--pack 2bit is faster here)"
+            );
+        }
         Ok(LoadOptions {
             threads: self.threads,
             isa: Some(Isa::parse(&self.isa).map_err(anyhow::Error::msg)?),
             head: parse_head(&self.head)?,
-            packing: Some(Packing::parse(&self.pack).map_err(anyhow::Error::msg)?),
+            packing: Some(packing),
         })
     }
 }

@@ -67,8 +67,8 @@ unsafe fn acts_of<'b>(
 }
 
 /// `layers` with every ternary matrix in `packing` (matrices already so packed are moved, not
-/// copied; the others are repacked on all cores, one layer per task).
-fn repack_layers(layers: Vec<Layer>, packing: Packing) -> Vec<Layer> {
+/// copied; the others are repacked on `threads` threads, one layer per task).
+fn repack_layers(layers: Vec<Layer>, packing: Packing, threads: usize) -> Vec<Layer> {
     let repack = |mut l: Layer| {
         for m in [&mut l.qkv, &mut l.o, &mut l.gate, &mut l.up, &mut l.down] {
             if m.packing() != packing {
@@ -96,7 +96,6 @@ fn repack_layers(layers: Vec<Layer>, packing: Packing) -> Vec<Layer> {
             *g = g.take().map(repack);
         }
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::scope(|s| {
         // Helpers that cannot start are simply missing: the caller's loop takes their layers.
         for _ in 1..threads.min(slots.len()) {
@@ -374,7 +373,7 @@ impl Model {
         let isa = opts.isa.unwrap_or_else(Isa::detect);
         let exec = Exec::new(opts.threads, isa)?;
         let packing = opts.packing.unwrap_or_else(Packing::detect);
-        let mut layers = repack_layers(layers, packing);
+        let mut layers = repack_layers(layers, packing, exec.threads());
         // All ternary weights in one arena on huge pages, in the order decode streams them.
         crate::mem::into_arena(layers.iter_mut().flat_map(|l| {
             [&mut l.qkv, &mut l.o, &mut l.gate, &mut l.up, &mut l.down]

@@ -14,7 +14,9 @@ use crate::matrix::round_half_away;
 /// Partial sums of the reductions.
 const L: usize = 16;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// Builds of the f32 steps, narrowest first: a CPU that runs one runs every narrower one
+/// (`width()` asks for AVX2 along with AVX-512).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) enum Width {
     Portable,
     #[cfg(target_arch = "x86_64")]
@@ -44,7 +46,6 @@ fn width() -> Width {
     })
 }
 
-/// Defines `pub fn $name` that runs `$body` compiled for the widest vector ISA available.
 /// Every build this CPU can run (tests compare them all, not just the widest).
 #[cfg(test)]
 fn widths() -> Vec<Width> {
@@ -61,11 +62,14 @@ fn widths() -> Vec<Width> {
     out
 }
 
+/// Defines `pub fn $name` that runs `$body` compiled for the widest vector ISA available, and
+/// `mod $name` holding every build (`$name::at(width, ..)`, checked, in tests).
 macro_rules! multiversion {
     ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
         pub fn $name($($arg: $ty),*) $(-> $ret)? {
-            $name::at(width(), $($arg),*)
+            // SAFETY: `width()` saw the features of the build it names.
+            unsafe { $name::at_unchecked(width(), $($arg),*) }
         }
 
         /// The builds of the function of the same name.
@@ -86,13 +90,25 @@ macro_rules! multiversion {
                 portable($($arg),*)
             }
 
-            /// The function as built for `w`, which must be `width()` or, in tests, one of
-            /// `widths()` (features this CPU has).
-            #[inline]
+            /// The function as built for `w`.
+            ///
+            /// # Panics
+            /// If `w` is wider than this CPU runs (`w > width()`).
+            #[cfg(test)]
             #[allow(clippy::too_many_arguments)] // the function's own arguments plus `w`
             pub(crate) fn at(w: Width, $($arg: $ty),*) $(-> $ret)? {
+                assert!(w <= width(), "{w:?} build asked for on a CPU that runs up to {:?}", width());
+                // SAFETY: every build up to `width()` has its features (see `Width`).
+                unsafe { at_unchecked(w, $($arg),*) }
+            }
+
+            /// # Safety
+            /// The CPU must have the features of build `w` (`w <= width()`).
+            #[inline]
+            #[allow(clippy::too_many_arguments)] // the function's own arguments plus `w`
+            pub(crate) unsafe fn at_unchecked(w: Width, $($arg: $ty),*) $(-> $ret)? {
                 match w {
-                    // SAFETY: `w` comes from `width()`/`widths()`, which saw these features.
+                    // SAFETY: the caller promises these features.
                     #[cfg(target_arch = "x86_64")]
                     Width::Avx512 => unsafe { avx512($($arg),*) },
                     // SAFETY: as above.

@@ -12,9 +12,9 @@
 //!   group `g` (rows `4g..4g+gr`, `gr` = 4 except maybe in the last group) stores block `b` of
 //!   its row `i` at `4g·row_bytes + (b·gr + i)·64`. The 4-row kernel then reads memory strictly
 //!   sequentially, which is what lets a single core stream weights at DRAM speed.
-//! * **Activations for ternary kernels** are int8, padded with zeros to the same length and
-//!   permuted once per token ([`permute_acts`]) so that one 64-byte load matches one shift of a
-//!   64-byte code load: position `blk*256 + m*64 + h*32 + l` holds `x[blk*256 + h*128 + 32*m + l]`.
+//! * **Activations for ternary kernels** are int8, padded with zeros to the same length. For
+//!   2-bit rows they are permuted once per token ([`permute_acts`]) so that one 64-byte load
+//!   matches one shift of a 64-byte code load (5-trit rows take them in natural order): position `blk*256 + m*64 + h*32 + l` holds `x[blk*256 + h*128 + 32*m + l]`.
 //! * **Int8 rows** (LM head) are padded with zeros to a multiple of [`I8_BLOCK`] (64).
 //!
 //! All kernels return exact `i32` sums, so every SIMD path yields the same bits as the scalar one.
@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 
 /// Weights per ternary block.
 pub const BLOCK: usize = 256;
-/// Bytes per ternary block (2 bits per weight).
+/// Bytes per ternary block, in both packings (256 weights at 2 bits, 320 at five per byte).
 pub const BLOCK_BYTES: usize = 64;
 /// Padding granule of int8 rows and activations.
 pub const I8_BLOCK: usize = 64;
@@ -134,8 +134,9 @@ pub enum Packing {
 impl Packing {
     /// The default packing: [`Packing::Tq2`] on every CPU. Measured on Zen 4 (2 threads,
     /// interleaved runs), 5-trit decode is level with 2-bit (700M 94.0 vs 93.7 tok/s, 2B 33.2
-    /// vs 32.2) although it streams 15 % fewer bytes, long prefill is a little faster and short
-    /// prefill (8 tokens) slower; so the smaller format is opt-in (`--pack 5trit`).
+    /// vs 32.2) although it streams 13–15 % fewer bytes per token (700M 13.2 %, 2B 14.6 %), and
+    /// prefill is mostly a little slower (much slower for 8-token prompts); so the smaller
+    /// format is opt-in (`--pack 5trit`).
     pub fn detect() -> Packing {
         Packing::Tq2
     }

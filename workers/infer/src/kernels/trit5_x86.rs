@@ -8,7 +8,7 @@
 //!   divided out exactly once per row. 14 vector operations per 320 weights, against 11 per
 //!   256 for the 2-bit kernel.
 //! * **Several tokens** (prefill): each row group is decoded once into digit planes (one byte
-//!   per weight, L1-resident), then every tile of up to four tokens is loads and `vpdpbusd`
+//!   per weight, in L1/L2), then every tile of up to four tokens is loads and `vpdpbusd`
 //!   only, instead of decoding again per tile.
 //!
 //! Measured on Zen 4: one `vpermi2b` costs about as much as one `vpdpbusd` (they share
@@ -18,8 +18,9 @@
 //!
 //! `unsafe` is for vector loads and stores inside bounds asserted once per tile, and for
 //! calling `#[target_feature]` functions after run-time detection. Reductions are written as
-//! plain loops, not closures: a closure does not inherit `target_feature`, and a reduction
-//! compiled without AVX-512 cost a third of the prefill time.
+//! plain loops rather than generic helpers such as `array::map`: a generic function is not
+//! compiled with the caller's `target_feature`, and a reduction built without AVX-512 cost a
+//! third of the prefill time.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
@@ -117,12 +118,14 @@ fn tile1<const R: usize>(w: &[u8], blocks: usize, x: &[i8]) -> [i32; R] {
         }
     }
     let inv81 = _mm512_set1_epi32(INV81);
-    // Plain loops, not closures: a closure does not inherit `target_feature`, and the
-    // reduction compiled without AVX-512 costs more than the blocks of a short row.
+    // Plain loops, not `array::map`: that generic function is not compiled with this
+    // function's `target_feature`, and the reduction built without AVX-512 costs more than
+    // the blocks of a short row.
     let mut out = [0i32; R];
     for (o, [a0, a1, a81]) in out.iter_mut().zip(acc) {
-        // Every lane of a81 is an exact multiple of 81 (|lane| ≤ 4·162·128 per block, far from
-        // overflow), so multiplying by the inverse divides exactly.
+        // Each lane of a81 is 81·S (S = that lane's top-digit sum) modulo 2^32, since vpdpbusd
+        // adds with wrap-around; 81 is odd, so multiplying by its inverse gives S modulo 2^32,
+        // which is S itself because S is a partial sum of the row's exact i32 dot product.
         let s = _mm512_add_epi32(a0, a1);
         *o = _mm512_reduce_add_epi32(_mm512_add_epi32(s, _mm512_mullo_epi32(a81, inv81)));
     }
