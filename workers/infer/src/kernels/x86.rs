@@ -238,50 +238,140 @@ pub(super) fn ternary_gemm_avx512(
 
 // ---------------------------------------------------------------------------------------------
 // Ternary, AVX2: `vpmaddubsw` (codes u8 × activations i8) into i16, widened once per block.
+// Same walk as the AVX-512 kernel: one row group at a time, its interleaved blocks read strictly
+// in address order with a software prefetch ahead, each activation load shared by the group's
+// rows.
 
+/// `R` rows × `N` tokens over `blocks` blocks of a group of `gr` rows (`w` starts at the
+/// group's first block of the tile's first row; block `b` of tile row `r` is at
+/// `(b·gr + r)·64`). Per block and 32-byte half: one code load per row, one activation load per
+/// (shift, token). Prefetches ahead when the tile is the whole group (`R == gr`).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn ternary_tile_avx2<const N: usize>(
+fn ternary_tile_avx2<const R: usize, const N: usize>(
     w: &[u8],
-    n_rows: usize,
-    r: usize,
-    x: &[i8],
-    k_pad: usize,
-    t0: usize,
-    out: &mut [i32],
-) {
+    gr: usize,
+    blocks: usize,
+    xs: [&[i8]; N],
+) -> [[i32; N]; R] {
     let mask = _mm256_set1_epi8(3);
     let ones = _mm256_set1_epi16(1);
-    let rb = k_pad / 4;
-    let mut acc = [_mm256_setzero_si256(); N];
-    let xs: [&[i8]; N] = std::array::from_fn(|t| &x[(t0 + t) * k_pad..(t0 + t + 1) * k_pad]);
-    for b in 0..k_pad / BLOCK {
-        let off = super::tiled_offset(n_rows, rb, r, b);
-        let codes = &w[off..off + BLOCK_BYTES];
-        let mut sum16 = [_mm256_setzero_si256(); N];
-        for h in 0..2 {
-            let v = load256(&codes[h * 32..]);
-            let c = [
-                _mm256_and_si256(v, mask),
-                _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask),
-                _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask),
-                _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask),
-            ];
-            for t in 0..N {
-                let xb = &xs[t][b * BLOCK..(b + 1) * BLOCK];
-                for (m, cm) in c.iter().enumerate() {
-                    let a = load256_i8(&xb[m * 64 + h * 32..]);
-                    // |pair| ≤ 2·2·128: the i16 sum of 8 such terms per block cannot saturate.
-                    sum16[t] = _mm256_add_epi16(sum16[t], _mm256_maddubs_epi16(*cm, a));
-                }
+    let mut acc = [[_mm256_setzero_si256(); N]; R];
+    for b in 0..blocks {
+        let base = b * gr * BLOCK_BYTES;
+        if R == gr {
+            for i in 0..R {
+                prefetch(w, base + PREFETCH_AHEAD + i * 64);
             }
         }
-        for t in 0..N {
-            acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(sum16[t], ones));
+        // This block of the tile's rows and tokens (checked here, so the loads below need no
+        // further bounds checks).
+        let blk = &w[base..base + R * BLOCK_BYTES];
+        let mut xb = [&[][..]; N];
+        for (t, xt) in xb.iter_mut().enumerate() {
+            *xt = &xs[t][b * BLOCK..(b + 1) * BLOCK];
+        }
+        let mut sum16 = [[_mm256_setzero_si256(); N]; R];
+        for h in 0..2 {
+            let mut v = [_mm256_setzero_si256(); R];
+            for (r, vr) in v.iter_mut().enumerate() {
+                *vr = load256(&blk[r * BLOCK_BYTES + h * 32..]);
+            }
+            // Unrolled by hand so the shift is a constant.
+            macro_rules! shift {
+                ($m:literal, $imm:literal) => {{
+                    let mut c = [_mm256_setzero_si256(); R];
+                    for (cr, vr) in c.iter_mut().zip(&v) {
+                        *cr = _mm256_and_si256(_mm256_srli_epi16::<$imm>(*vr), mask);
+                    }
+                    for t in 0..N {
+                        let a = load256_i8(&xb[t][$m * 64 + h * 32..]);
+                        for r in 0..R {
+                            // |pair| ≤ 2·2·128: the i16 sum of 8 such terms per block cannot
+                            // saturate.
+                            sum16[r][t] =
+                                _mm256_add_epi16(sum16[r][t], _mm256_maddubs_epi16(c[r], a));
+                        }
+                    }
+                }};
+            }
+            shift!(0, 0);
+            shift!(1, 2);
+            shift!(2, 4);
+            shift!(3, 6);
+        }
+        for r in 0..R {
+            for t in 0..N {
+                acc[r][t] = _mm256_add_epi32(acc[r][t], _mm256_madd_epi16(sum16[r][t], ones));
+            }
         }
     }
-    for t in 0..N {
-        out[(t0 + t) * n_rows + r] = hsum256(acc[t]);
+    let mut out = [[0i32; N]; R];
+    for r in 0..R {
+        for t in 0..N {
+            out[r][t] = hsum256(acc[r][t]);
+        }
+    }
+    out
+}
+
+/// Runs one `R`-row group (rows `r0..r0 + R` of `n_rows`) over all tokens; results go to
+/// `out[t * n_rows + r]`. One token: the whole group in one pass (memory-bound, so the group is
+/// streamed once in address order). Several: row by row in tiles of 4 tokens (compute-bound;
+/// 1 row × 4 tokens keeps the accumulators in the 16 ymm registers).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn ternary_rows_avx2<const R: usize>(
+    w: &[u8],
+    x: &[i8],
+    k_pad: usize,
+    n_tok: usize,
+    (r0, n_rows): (usize, usize),
+    out: &mut [i32],
+) {
+    let blocks = k_pad / BLOCK;
+    let xt = |t: usize| &x[t * k_pad..(t + 1) * k_pad];
+    if n_tok == 1 {
+        let o = ternary_tile_avx2::<R, 1>(w, R, blocks, [xt(0)]);
+        for (slot, v) in out[r0..r0 + R].iter_mut().zip(o) {
+            *slot = v[0];
+        }
+        return;
+    }
+    for i in 0..R {
+        let wi = &w[i * BLOCK_BYTES..];
+        let mut t = 0;
+        while t < n_tok {
+            let n = (n_tok - t).min(4);
+            let vals: [i32; 4] = match n {
+                1 => {
+                    let [[a]] = ternary_tile_avx2::<1, 1>(wi, R, blocks, [xt(t)]);
+                    [a, 0, 0, 0]
+                }
+                2 => {
+                    let [[a, b]] = ternary_tile_avx2::<1, 2>(wi, R, blocks, [xt(t), xt(t + 1)]);
+                    [a, b, 0, 0]
+                }
+                3 => {
+                    let [[a, b, c]] =
+                        ternary_tile_avx2::<1, 3>(wi, R, blocks, [xt(t), xt(t + 1), xt(t + 2)]);
+                    [a, b, c, 0]
+                }
+                _ => {
+                    let [o] = ternary_tile_avx2::<1, 4>(
+                        wi,
+                        R,
+                        blocks,
+                        [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)],
+                    );
+                    o
+                }
+            };
+            for (j, v) in vals[..n].iter().enumerate() {
+                out[(t + j) * n_rows + r0 + i] = *v;
+            }
+            t += n;
+        }
     }
 }
 
@@ -294,17 +384,20 @@ fn ternary_gemm_avx2_impl(
     n_tok: usize,
     out: &mut [i32],
 ) {
-    for r in 0..n_rows {
-        let mut t = 0;
-        while t < n_tok {
-            match n_tok - t {
-                1 => ternary_tile_avx2::<1>(w, n_rows, r, x, k_pad, t, out),
-                2 => ternary_tile_avx2::<2>(w, n_rows, r, x, k_pad, t, out),
-                3 => ternary_tile_avx2::<3>(w, n_rows, r, x, k_pad, t, out),
-                _ => ternary_tile_avx2::<4>(w, n_rows, r, x, k_pad, t, out),
-            }
-            t += (n_tok - t).min(4);
+    let rb = k_pad / 4;
+    let mut r = 0;
+    while r < n_rows {
+        let gr = (n_rows - r).min(super::ROW_GROUP);
+        // The group and everything after it (for prefetching across the group boundary).
+        let g = &w[r * rb..];
+        let at = (r, n_rows);
+        match gr {
+            4 => ternary_rows_avx2::<4>(g, x, k_pad, n_tok, at, out),
+            3 => ternary_rows_avx2::<3>(g, x, k_pad, n_tok, at, out),
+            2 => ternary_rows_avx2::<2>(g, x, k_pad, n_tok, at, out),
+            _ => ternary_rows_avx2::<1>(g, x, k_pad, n_tok, at, out),
         }
+        r += gr;
     }
 }
 
