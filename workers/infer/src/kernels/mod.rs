@@ -305,6 +305,9 @@ pub fn permute_acts(x: &[i8], out: &mut [i8]) {
 /// (permuted for [`Packing::Tq2`], natural for [`Packing::Trit5`]). The caller subtracts
 /// `Σ_k x[t][k]` to get `Σ w·x`. 5-trit matrices run the AVX-512 VBMI kernel when `isa` is
 /// AVX-512 and the CPU has VBMI, the portable one otherwise.
+/// Activation bytes per token chunk of a prompt's GEMM.
+const PROMPT_CHUNK_BYTES: usize = 128 << 10;
+
 #[allow(clippy::too_many_arguments)]
 pub fn ternary_gemm(
     isa: Isa,
@@ -336,6 +339,25 @@ pub fn ternary_gemm(
         n_rows * n_tok,
         "output buffer must be n_rows * n_tok"
     );
+    // A long prompt runs in token chunks whose activations stay in L2 next to the rows'
+    // weights (every row reads every token's activations).
+    let chunk = (PROMPT_CHUNK_BYTES / k_pad.max(1)).max(4) / 4 * 4;
+    if n_tok > chunk {
+        for t0 in (0..n_tok).step_by(chunk) {
+            let t1 = (t0 + chunk).min(n_tok);
+            ternary_gemm(
+                isa,
+                packing,
+                w,
+                n_rows,
+                k_pad,
+                &x[t0 * k_pad..t1 * k_pad],
+                t1 - t0,
+                &mut out[t0 * n_rows..t1 * n_rows],
+            );
+        }
+        return;
+    }
     if packing == Packing::Trit5 {
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx512Vnni && trit5_x86::available() {
@@ -625,6 +647,39 @@ mod tests {
                     assert_eq!(
                         got, want,
                         "{packing:?} case {case} isa {isa:?} k {k} rows {rows} n_tok {n_tok}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Prompts longer than one token chunk (several chunks and a remainder) on long rows.
+    #[test]
+    fn long_prompts_run_in_token_chunks_with_the_same_results() {
+        let mut rng = Rng(13);
+        for packing in [Packing::Tq2, Packing::Trit5] {
+            let (k, rows) = (6912, 6);
+            let k_pad = packing.padded_len(k);
+            let chunk = PROMPT_CHUNK_BYTES / k_pad / 4 * 4;
+            let n_tok = 2 * chunk + 3;
+            let w: Vec<Vec<i8>> = (0..rows)
+                .map(|_| (0..k).map(|_| rng.i8_in(-1, 1)).collect())
+                .collect();
+            let x: Vec<Vec<i8>> = (0..n_tok)
+                .map(|_| (0..k).map(|_| rng.i8_in(-127, 127)).collect())
+                .collect();
+            let (packed, xp) = pack_case(packing, &w, &x, k);
+            let want = reference_ternary(&w, &x);
+            for isa in Isa::available() {
+                let mut raw = vec![0i32; rows * n_tok];
+                ternary_gemm(isa, packing, &packed, rows, k_pad, &xp, n_tok, &mut raw);
+                for (i, &v) in want.iter().enumerate() {
+                    let (r, t) = (i / n_tok, i % n_tok);
+                    let xs: i32 = x[t].iter().map(|&v| i32::from(v)).sum();
+                    assert_eq!(
+                        raw[t * rows + r] - xs,
+                        v,
+                        "{packing:?} {isa:?} row {r} token {t}"
                     );
                 }
             }

@@ -317,8 +317,8 @@ fn ternary_tile_avx2<const R: usize, const N: usize>(
 
 /// Runs one `R`-row group (rows `r0..r0 + R` of `n_rows`) over all tokens; results go to
 /// `out[t * n_rows + r]`. One token: the whole group in one pass (memory-bound, so the group is
-/// streamed once in address order). Several: row by row in tiles of 4 tokens (compute-bound;
-/// 1 row × 4 tokens keeps the accumulators in the 16 ymm registers).
+/// streamed once in address order). Several: [`PROMPT_ROWS`] rows × 4 tokens per tile
+/// (compute-bound).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn ternary_rows_avx2<const R: usize>(
@@ -338,42 +338,63 @@ fn ternary_rows_avx2<const R: usize>(
         }
         return;
     }
-    for i in 0..R {
-        let wi = &w[i * BLOCK_BYTES..];
-        let mut t = 0;
-        while t < n_tok {
-            let n = (n_tok - t).min(4);
-            let vals: [i32; 4] = match n {
-                1 => {
-                    let [[a]] = ternary_tile_avx2::<1, 1>(wi, R, blocks, [xt(t)]);
-                    [a, 0, 0, 0]
+    // Rows `i..i + RT` of the group × 4 tokens per tile (remainders: fewer tokens).
+    macro_rules! sub {
+        ($rt:tt, $i:expr) => {{
+            let wi = &w[$i * BLOCK_BYTES..];
+            let mut t = 0;
+            while t < n_tok {
+                let n = (n_tok - t).min(4);
+                let mut vals = [[0i32; 4]; $rt];
+                match n {
+                    1 => {
+                        let o = ternary_tile_avx2::<$rt, 1>(wi, R, blocks, [xt(t)]);
+                        (0..$rt).for_each(|r| vals[r][0] = o[r][0]);
+                    }
+                    2 => {
+                        let o = ternary_tile_avx2::<$rt, 2>(wi, R, blocks, [xt(t), xt(t + 1)]);
+                        (0..$rt).for_each(|r| vals[r][..2].copy_from_slice(&o[r]));
+                    }
+                    3 => {
+                        let o = ternary_tile_avx2::<$rt, 3>(
+                            wi,
+                            R,
+                            blocks,
+                            [xt(t), xt(t + 1), xt(t + 2)],
+                        );
+                        (0..$rt).for_each(|r| vals[r][..3].copy_from_slice(&o[r]));
+                    }
+                    _ => {
+                        vals = ternary_tile_avx2::<$rt, 4>(
+                            wi,
+                            R,
+                            blocks,
+                            [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)],
+                        );
+                    }
                 }
-                2 => {
-                    let [[a, b]] = ternary_tile_avx2::<1, 2>(wi, R, blocks, [xt(t), xt(t + 1)]);
-                    [a, b, 0, 0]
+                for (r, row) in vals.iter().enumerate() {
+                    for (j, v) in row[..n].iter().enumerate() {
+                        out[(t + j) * n_rows + r0 + $i + r] = *v;
+                    }
                 }
-                3 => {
-                    let [[a, b, c]] =
-                        ternary_tile_avx2::<1, 3>(wi, R, blocks, [xt(t), xt(t + 1), xt(t + 2)]);
-                    [a, b, c, 0]
-                }
-                _ => {
-                    let [o] = ternary_tile_avx2::<1, 4>(
-                        wi,
-                        R,
-                        blocks,
-                        [xt(t), xt(t + 1), xt(t + 2), xt(t + 3)],
-                    );
-                    o
-                }
-            };
-            for (j, v) in vals[..n].iter().enumerate() {
-                out[(t + j) * n_rows + r0 + i] = *v;
+                t += n;
             }
-            t += n;
-        }
+        }};
+    }
+    let mut i = 0;
+    while i + PROMPT_ROWS <= R {
+        sub!(PROMPT_ROWS, i);
+        i += PROMPT_ROWS;
+    }
+    while i < R {
+        sub!(1, i);
+        i += 1;
     }
 }
+
+/// Rows per AVX2 prompt tile.
+const PROMPT_ROWS: usize = 2;
 
 #[target_feature(enable = "avx2")]
 fn ternary_gemm_avx2_impl(
