@@ -1,6 +1,7 @@
-//! `bench-infer`: decode and prefill throughput on synthetic ternary models, against the
-//! memory-bandwidth bound (bandwidth / weight bytes streamed per token).
+//! `bench-infer`: decode and prefill throughput on synthetic ternary models (or a model file),
+//! against the memory-bandwidth bound (bandwidth / weight bytes streamed per token).
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::kernels::{Isa, Packing};
@@ -11,10 +12,14 @@ use crate::synth::{synthetic_model, Shape};
 /// Benchmark settings.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
-    /// Shapes to run.
+    /// Shapes to run (synthetic models).
     pub shapes: Vec<Shape>,
+    /// A model file or HF export dir to run instead of the synthetic shapes.
+    pub model: Option<PathBuf>,
     /// Thread counts (0 = all cores).
     pub threads: Vec<usize>,
+    /// Size of the buffer the bandwidth probe reads (far beyond the caches: 1 GiB by default).
+    pub bandwidth_bytes: usize,
     /// Tokens decoded after the short prompt.
     pub decode_tokens: usize,
     /// Prompt length of the prefill measurement.
@@ -109,27 +114,31 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         .collect();
     let mut bw = Vec::new();
     for &t in &threads {
-        let b = measure_bandwidth(t, 1 << 30, opts.repeats.max(3))?;
+        let b = measure_bandwidth(t, opts.bandwidth_bytes, opts.repeats.max(3))?;
         println!("memory read bandwidth, {t} thread(s): {:.1} GB/s", b / 1e9);
         bw.push(b);
     }
-    for &shape in &opts.shapes {
+    let subjects: Vec<Result<Shape, &PathBuf>> = match &opts.model {
+        Some(path) => vec![Err(path)],
+        None => opts.shapes.iter().copied().map(Ok).collect(),
+    };
+    for subject in subjects {
         // One model per packing; their runs are interleaved below, so that every packing
         // sees the same machine conditions (memory bandwidth here swings by ±15 % with the
         // neighbours, more than the packings differ).
         let mut models = Vec::new();
         for &packing in &opts.packings {
             let t0 = Instant::now();
-            let model = synthetic_model(
-                shape,
-                42,
-                &LoadOptions {
-                    threads: threads[0],
-                    isa: Some(opts.isa),
-                    head: opts.head,
-                    packing: Some(packing),
-                },
-            )?;
+            let lo = LoadOptions {
+                threads: threads[0],
+                isa: Some(opts.isa),
+                head: opts.head,
+                packing: Some(packing),
+            };
+            let model = match subject {
+                Ok(shape) => synthetic_model(shape, 42, &lo)?,
+                Err(path) => Model::load_with(path, &lo)?,
+            };
             models.push((model, t0.elapsed().as_secs_f64()));
         }
         let Some((first, _)) = models.first() else {
@@ -138,7 +147,10 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         let c = &first.config;
         println!(
             "\n{} (hidden {}, {} layers, {}/{} heads, intermediate {}, vocab {}, {})",
-            shape.name(),
+            match subject {
+                Ok(shape) => shape.name().to_string(),
+                Err(path) => path.display().to_string(),
+            },
             c.hidden_size,
             c.num_hidden_layers,
             c.num_attention_heads,
@@ -153,7 +165,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         );
         for (model, secs) in &models {
             println!(
-                "  ternary packed {}: {:.1} MB of weights read per token ({} LM head of {:.1} MB); generated in {secs:.1}s",
+                "  ternary packed {}: {:.1} MB of weights read per token ({} LM head of {:.1} MB); built in {secs:.1}s",
                 model.packing().name(),
                 model.weight_bytes_per_token() as f64 / 1e6,
                 model.head_table().format(),

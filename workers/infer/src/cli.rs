@@ -79,11 +79,15 @@ pub enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
-    /// Benchmarks decode/prefill on synthetic ~700M and ~2B ternary models vs the bandwidth bound.
+    /// Benchmarks decode/prefill on synthetic ~700M and ~2B ternary models (or `--model`) vs the
+    /// bandwidth bound.
     BenchInfer {
         /// Shapes to run.
         #[arg(long, value_delimiter = ',', default_value = "700m,2b")]
         shapes: Vec<Shape>,
+        /// A .gguf file or HF export dir to benchmark instead of the synthetic shapes.
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// Thread counts (0 = all cores).
         #[arg(long, value_delimiter = ',', default_value = "1,0")]
         threads: Vec<usize>,
@@ -176,6 +180,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         }
         Command::BenchInfer {
             shapes,
+            model,
             threads,
             decode_tokens,
             prefill_tokens,
@@ -190,6 +195,8 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             );
             crate::bench::run(&crate::bench::BenchOptions {
                 shapes,
+                model,
+                bandwidth_bytes: 1 << 30,
                 threads,
                 decode_tokens,
                 prefill_tokens,

@@ -246,3 +246,28 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(Model::load(dir.path()).is_err());
     assert!(Model::load(dir.path().join("missing.gguf")).is_err());
 }
+
+/// `bench-infer --model`: the benchmark runs on a model directory (every packing asked for), and
+/// a path that is not a model is an error naming it.
+#[test]
+fn bench_runs_on_a_model_file_and_refuses_a_missing_one() {
+    use magnet_infer::bench::{run, BenchOptions};
+    let dir = tempfile::tempdir().unwrap();
+    write_checkpoint(dir.path(), &Spec::tiny(), 4);
+    let opts = |model: std::path::PathBuf| BenchOptions {
+        shapes: Vec::new(),
+        model: Some(model),
+        threads: vec![1, 2],
+        bandwidth_bytes: 16 << 20,
+        decode_tokens: 3,
+        prefill_tokens: 5,
+        repeats: 1,
+        isa: Isa::detect(),
+        head: HeadFormat::Auto,
+        packings: vec![Packing::Tq2, Packing::Trit5],
+    };
+    run(&opts(dir.path().to_path_buf())).unwrap();
+    let missing = dir.path().join("no-such-model.gguf");
+    let err = format!("{:#}", run(&opts(missing)).unwrap_err());
+    assert!(err.contains("no-such-model.gguf"), "{err}");
+}
