@@ -31,15 +31,19 @@ impl EngineArgs {
     /// Load options from the flags.
     pub fn load_options(&self) -> anyhow::Result<LoadOptions> {
         let packing = Packing::parse(&self.pack).map_err(anyhow::Error::msg)?;
-        if packing == Packing::Trit5 && !Packing::trit5_kernel_available() {
+        let isa = Isa::parse(&self.isa).map_err(anyhow::Error::msg)?;
+        if packing == Packing::Trit5
+            && (isa != Isa::Avx512Vnni || !Packing::trit5_kernel_available())
+        {
             eprintln!(
-                "warning: --pack 5trit on a CPU without AVX-512 VBMI: the portable kernel decodes \
-                 5-trit weights far more slowly than 2-bit ones stream (--pack 2bit is faster here)"
+                "warning: --pack 5trit without the AVX-512 VBMI kernel (CPU or --isa): the portable \
+                 kernel decodes 5-trit weights far more slowly than 2-bit ones stream (--pack 2bit \
+                 is faster here)"
             );
         }
         Ok(LoadOptions {
             threads: self.threads,
-            isa: Some(Isa::parse(&self.isa).map_err(anyhow::Error::msg)?),
+            isa: Some(isa),
             head: parse_head(&self.head)?,
             packing: Some(packing),
         })
@@ -85,7 +89,8 @@ pub enum Command {
         /// Shapes to run.
         #[arg(long, value_delimiter = ',', default_value = "700m,2b")]
         shapes: Vec<Shape>,
-        /// A .gguf file or HF export dir to benchmark instead of the synthetic shapes.
+        /// A .gguf file or HF export dir to benchmark instead of the synthetic shapes (which are
+        /// then ignored); one copy is loaded per packing.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Thread counts (0 = all cores).

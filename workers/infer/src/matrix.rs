@@ -346,8 +346,10 @@ impl TernaryMatrix {
             "activation width does not match the matrix"
         );
         assert!(
-            rows.start.is_multiple_of(kernels::ROW_GROUP) && rows.end <= self.rows,
-            "row range must start at a row group and lie inside the matrix"
+            rows.start.is_multiple_of(kernels::ROW_GROUP)
+                && (rows.end.is_multiple_of(kernels::ROW_GROUP) || rows.end == self.rows)
+                && rows.end <= self.rows,
+            "row range must start and end at row groups (or the matrix end) inside the matrix"
         );
         if rows.is_empty() {
             return;

@@ -391,6 +391,18 @@ mod tests {
         }
     }
 
+    /// Asking for a build wider than the CPU runs panics instead of executing it (checked on
+    /// CPUs without AVX-512; there is nothing wider to ask for on the others).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn a_build_wider_than_the_cpu_is_refused() {
+        if width() < Width::Avx512 {
+            let r = std::panic::catch_unwind(|| dot::at(Width::Avx512, &[1.0; 20], &[2.0; 20]));
+            assert!(r.is_err(), "the AVX-512 build ran on a CPU without it");
+        }
+        assert_eq!(dot::at(width(), &[1.0; 20], &[2.0; 20]), 40.0);
+    }
+
     /// Every build (portable, AVX2, AVX-512: all this CPU runs, not only the widest) gives the
     /// same bits for every multiversioned step, on lengths that are not multiples of 16.
     #[test]

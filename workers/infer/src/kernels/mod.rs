@@ -297,6 +297,9 @@ pub fn permute_acts(x: &[i8], out: &mut [i8]) {
     }
 }
 
+/// Activation bytes per token chunk of a prompt's GEMM.
+const PROMPT_CHUNK_BYTES: usize = 128 << 10;
+
 /// Ternary GEMM on raw codes: `out[t * n_rows + r] = Σ_k q[r][k] · x[t][k]` where `q = w + 1`
 /// (token-major, so each token's results are one contiguous row slice).
 ///
@@ -305,9 +308,6 @@ pub fn permute_acts(x: &[i8], out: &mut [i8]) {
 /// (permuted for [`Packing::Tq2`], natural for [`Packing::Trit5`]). The caller subtracts
 /// `Σ_k x[t][k]` to get `Σ w·x`. 5-trit matrices run the AVX-512 VBMI kernel when `isa` is
 /// AVX-512 and the CPU has VBMI, the portable one otherwise.
-/// Activation bytes per token chunk of a prompt's GEMM.
-const PROMPT_CHUNK_BYTES: usize = 128 << 10;
-
 #[allow(clippy::too_many_arguments)]
 pub fn ternary_gemm(
     isa: Isa,
@@ -656,8 +656,45 @@ mod tests {
         }
     }
 
+    /// Every row count of 1..=9 (so every size of a matrix's last row group) × 1..=5 tokens on
+    /// every kernel and packing.
+    #[test]
+    fn ternary_kernels_match_the_reference_on_every_small_row_and_token_count() {
+        let mut rng = Rng(17);
+        for packing in [Packing::Tq2, Packing::Trit5] {
+            let k = 700;
+            let k_pad = packing.padded_len(k);
+            for rows in 1..=9 {
+                for n_tok in 1..=5 {
+                    let w: Vec<Vec<i8>> = (0..rows)
+                        .map(|_| (0..k).map(|_| rng.i8_in(-1, 1)).collect())
+                        .collect();
+                    let x: Vec<Vec<i8>> = (0..n_tok)
+                        .map(|_| (0..k).map(|_| rng.i8_in(-127, 127)).collect())
+                        .collect();
+                    let (packed, xp) = pack_case(packing, &w, &x, k);
+                    let want = reference_ternary(&w, &x);
+                    for isa in Isa::available() {
+                        let mut raw = vec![0i32; rows * n_tok];
+                        ternary_gemm(isa, packing, &packed, rows, k_pad, &xp, n_tok, &mut raw);
+                        for (i, &v) in want.iter().enumerate() {
+                            let (r, t) = (i / n_tok, i % n_tok);
+                            let xs: i32 = x[t].iter().map(|&v| i32::from(v)).sum();
+                            assert_eq!(
+                                raw[t * rows + r] - xs,
+                                v,
+                                "{packing:?} {isa:?} rows {rows} tokens {n_tok}: row {r} token {t}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Prompts longer than one token chunk (several chunks and a remainder, where chunking
-    /// applies) on long rows.
+    /// applies) on long rows. (It compares results only: it shows chunked runs are right, not
+    /// that chunking happened.)
     #[test]
     fn long_prompts_run_in_token_chunks_with_the_same_results() {
         let mut rng = Rng(13);
