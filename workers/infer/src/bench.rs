@@ -92,6 +92,13 @@ fn prefill_rate(model: &Model, n: usize) -> anyhow::Result<f64> {
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
+/// What one section of the report runs on.
+#[derive(Clone, Copy)]
+enum Subject<'a> {
+    Synthetic(Shape),
+    File(&'a PathBuf),
+}
+
 /// Runs the benchmark and prints a report.
 pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -118,9 +125,14 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         println!("memory read bandwidth, {t} thread(s): {:.1} GB/s", b / 1e9);
         bw.push(b);
     }
-    let subjects: Vec<Result<Shape, &PathBuf>> = match &opts.model {
-        Some(path) => vec![Err(path)],
-        None => opts.shapes.iter().copied().map(Ok).collect(),
+    let subjects: Vec<Subject> = match &opts.model {
+        Some(path) => vec![Subject::File(path)],
+        None => opts
+            .shapes
+            .iter()
+            .copied()
+            .map(Subject::Synthetic)
+            .collect(),
     };
     for subject in subjects {
         // One model per packing; their runs are interleaved below, so that every packing
@@ -136,8 +148,8 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
                 packing: Some(packing),
             };
             let model = match subject {
-                Ok(shape) => synthetic_model(shape, 42, &lo)?,
-                Err(path) => Model::load_with(path, &lo)?,
+                Subject::Synthetic(shape) => synthetic_model(shape, 42, &lo)?,
+                Subject::File(path) => Model::load_with(path, &lo)?,
             };
             models.push((model, t0.elapsed().as_secs_f64()));
         }
@@ -148,8 +160,8 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         println!(
             "\n{} (hidden {}, {} layers, {}/{} heads, intermediate {}, vocab {}, {})",
             match subject {
-                Ok(shape) => shape.name().to_string(),
-                Err(path) => path.display().to_string(),
+                Subject::Synthetic(shape) => shape.name().to_string(),
+                Subject::File(path) => path.display().to_string(),
             },
             c.hidden_size,
             c.num_hidden_layers,

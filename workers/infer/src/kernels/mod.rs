@@ -620,6 +620,40 @@ mod tests {
         }
     }
 
+    /// Random ternary weights (`rows × k`) and int8 activations (`n_tok × k`) from `rng`; every
+    /// kernel this CPU runs must give the reference's `Σ w·x` for every (row, token).
+    fn check_every_kernel(
+        rng: &mut Rng,
+        packing: Packing,
+        (k, rows, n_tok): (usize, usize, usize),
+        case: &str,
+    ) {
+        let k_pad = packing.padded_len(k);
+        let w: Vec<Vec<i8>> = (0..rows)
+            .map(|_| (0..k).map(|_| rng.i8_in(-1, 1)).collect())
+            .collect();
+        let x: Vec<Vec<i8>> = (0..n_tok)
+            .map(|_| (0..k).map(|_| rng.i8_in(-127, 127)).collect())
+            .collect();
+        let (packed, xp) = pack_case(packing, &w, &x, k);
+        let want = reference_ternary(&w, &x);
+        for isa in Isa::available() {
+            let mut raw = vec![0i32; rows * n_tok];
+            ternary_gemm(isa, packing, &packed, rows, k_pad, &xp, n_tok, &mut raw);
+            // Kernel output is token-major; the reference is row-major.
+            let got: Vec<i32> = (0..rows * n_tok)
+                .map(|i| {
+                    let (r, t) = (i / n_tok, i % n_tok);
+                    raw[t * rows + r] - x[t].iter().map(|&v| i32::from(v)).sum::<i32>()
+                })
+                .collect();
+            assert_eq!(
+                got, want,
+                "{packing:?} {case} isa {isa:?} k {k} rows {rows} n_tok {n_tok}"
+            );
+        }
+    }
+
     #[test]
     fn every_ternary_kernel_matches_the_reference_on_random_shapes() {
         let mut rng = Rng(7);
@@ -628,30 +662,7 @@ mod tests {
                 let k = 1 + rng.below(1400) as usize;
                 let rows = 1 + rng.below(11) as usize;
                 let n_tok = 1 + rng.below(7) as usize;
-                let k_pad = packing.padded_len(k);
-                let w: Vec<Vec<i8>> = (0..rows)
-                    .map(|_| (0..k).map(|_| rng.i8_in(-1, 1)).collect())
-                    .collect();
-                let x: Vec<Vec<i8>> = (0..n_tok)
-                    .map(|_| (0..k).map(|_| rng.i8_in(-127, 127)).collect())
-                    .collect();
-                let (packed, xp) = pack_case(packing, &w, &x, k);
-                let want = reference_ternary(&w, &x);
-                for isa in Isa::available() {
-                    let mut raw = vec![0i32; rows * n_tok];
-                    ternary_gemm(isa, packing, &packed, rows, k_pad, &xp, n_tok, &mut raw);
-                    // Kernel output is token-major; the reference is row-major.
-                    let got: Vec<i32> = (0..rows * n_tok)
-                        .map(|i| {
-                            let (r, t) = (i / n_tok, i % n_tok);
-                            raw[t * rows + r] - x[t].iter().map(|&v| i32::from(v)).sum::<i32>()
-                        })
-                        .collect();
-                    assert_eq!(
-                        got, want,
-                        "{packing:?} case {case} isa {isa:?} k {k} rows {rows} n_tok {n_tok}"
-                    );
-                }
+                check_every_kernel(&mut rng, packing, (k, rows, n_tok), &format!("case {case}"));
             }
         }
     }
@@ -662,31 +673,9 @@ mod tests {
     fn ternary_kernels_match_the_reference_on_every_small_row_and_token_count() {
         let mut rng = Rng(17);
         for packing in [Packing::Tq2, Packing::Trit5] {
-            let k = 700;
-            let k_pad = packing.padded_len(k);
             for rows in 1..=9 {
                 for n_tok in 1..=5 {
-                    let w: Vec<Vec<i8>> = (0..rows)
-                        .map(|_| (0..k).map(|_| rng.i8_in(-1, 1)).collect())
-                        .collect();
-                    let x: Vec<Vec<i8>> = (0..n_tok)
-                        .map(|_| (0..k).map(|_| rng.i8_in(-127, 127)).collect())
-                        .collect();
-                    let (packed, xp) = pack_case(packing, &w, &x, k);
-                    let want = reference_ternary(&w, &x);
-                    for isa in Isa::available() {
-                        let mut raw = vec![0i32; rows * n_tok];
-                        ternary_gemm(isa, packing, &packed, rows, k_pad, &xp, n_tok, &mut raw);
-                        for (i, &v) in want.iter().enumerate() {
-                            let (r, t) = (i / n_tok, i % n_tok);
-                            let xs: i32 = x[t].iter().map(|&v| i32::from(v)).sum();
-                            assert_eq!(
-                                raw[t * rows + r] - xs,
-                                v,
-                                "{packing:?} {isa:?} rows {rows} tokens {n_tok}: row {r} token {t}"
-                            );
-                        }
-                    }
+                    check_every_kernel(&mut rng, packing, (700, rows, n_tok), "small");
                 }
             }
         }
@@ -699,31 +688,9 @@ mod tests {
     fn long_prompts_run_in_token_chunks_with_the_same_results() {
         let mut rng = Rng(13);
         for packing in [Packing::Tq2, Packing::Trit5] {
-            let (k, rows) = (6912, 6);
-            let k_pad = packing.padded_len(k);
-            let chunk = PROMPT_CHUNK_BYTES / k_pad / 4 * 4;
-            let n_tok = 2 * chunk + 3;
-            let w: Vec<Vec<i8>> = (0..rows)
-                .map(|_| (0..k).map(|_| rng.i8_in(-1, 1)).collect())
-                .collect();
-            let x: Vec<Vec<i8>> = (0..n_tok)
-                .map(|_| (0..k).map(|_| rng.i8_in(-127, 127)).collect())
-                .collect();
-            let (packed, xp) = pack_case(packing, &w, &x, k);
-            let want = reference_ternary(&w, &x);
-            for isa in Isa::available() {
-                let mut raw = vec![0i32; rows * n_tok];
-                ternary_gemm(isa, packing, &packed, rows, k_pad, &xp, n_tok, &mut raw);
-                for (i, &v) in want.iter().enumerate() {
-                    let (r, t) = (i / n_tok, i % n_tok);
-                    let xs: i32 = x[t].iter().map(|&v| i32::from(v)).sum();
-                    assert_eq!(
-                        raw[t * rows + r] - xs,
-                        v,
-                        "{packing:?} {isa:?} row {r} token {t}"
-                    );
-                }
-            }
+            let k = 6912;
+            let chunk = PROMPT_CHUNK_BYTES / packing.padded_len(k) / 4 * 4;
+            check_every_kernel(&mut rng, packing, (k, 6, 2 * chunk + 3), "long prompt");
         }
     }
 

@@ -64,6 +64,29 @@ fn hsum256(v: __m256i) -> i32 {
 // ---------------------------------------------------------------------------------------------
 // Ternary, AVX-512 VNNI: one 64-byte code load per block, four shifts, four `vpdpbusd` per token.
 
+/// Runs `$rows::<gr>(group, x, k_pad, n_tok, (r0, n_rows), out)` on every row group of a
+/// tiled ternary matrix (`gr` = 4, or fewer in the last group). The group slice runs to the end
+/// of `w`, so prefetching crosses group boundaries. (A macro, so each kernel keeps its own
+/// `target_feature` context.)
+macro_rules! each_row_group {
+    ($rows:ident, $w:expr, $n_rows:expr, $k_pad:expr, $x:expr, $n_tok:expr, $out:expr) => {{
+        let (n_rows, k_pad) = ($n_rows, $k_pad);
+        let rb = k_pad / 4;
+        let mut r = 0;
+        while r < n_rows {
+            let gr = (n_rows - r).min(super::ROW_GROUP);
+            let (g, at) = (&$w[r * rb..], (r, n_rows));
+            match gr {
+                4 => $rows::<4>(g, $x, k_pad, $n_tok, at, $out),
+                3 => $rows::<3>(g, $x, k_pad, $n_tok, at, $out),
+                2 => $rows::<2>(g, $x, k_pad, $n_tok, at, $out),
+                _ => $rows::<1>(g, $x, k_pad, $n_tok, at, $out),
+            }
+            r += gr;
+        }
+    }};
+}
+
 /// Bytes ahead of the current block that the kernels prefetch (a few KB: enough to cover DRAM
 /// latency at full bandwidth, small enough to stay in L1/L2).
 const PREFETCH_AHEAD: usize = 2048;
@@ -203,21 +226,7 @@ fn ternary_gemm_avx512_impl(
     n_tok: usize,
     out: &mut [i32],
 ) {
-    let rb = k_pad / 4;
-    let mut r = 0;
-    while r < n_rows {
-        let gr = (n_rows - r).min(super::ROW_GROUP);
-        // The group and everything after it (for prefetching across the group boundary).
-        let g = &w[r * rb..];
-        let at = (r, n_rows);
-        match gr {
-            4 => ternary_rows_avx512::<4>(g, x, k_pad, n_tok, at, out),
-            3 => ternary_rows_avx512::<3>(g, x, k_pad, n_tok, at, out),
-            2 => ternary_rows_avx512::<2>(g, x, k_pad, n_tok, at, out),
-            _ => ternary_rows_avx512::<1>(g, x, k_pad, n_tok, at, out),
-        }
-        r += gr;
-    }
+    each_row_group!(ternary_rows_avx512, w, n_rows, k_pad, x, n_tok, out);
 }
 
 pub(super) fn ternary_gemm_avx512(
@@ -405,21 +414,7 @@ fn ternary_gemm_avx2_impl(
     n_tok: usize,
     out: &mut [i32],
 ) {
-    let rb = k_pad / 4;
-    let mut r = 0;
-    while r < n_rows {
-        let gr = (n_rows - r).min(super::ROW_GROUP);
-        // The group and everything after it (for prefetching across the group boundary).
-        let g = &w[r * rb..];
-        let at = (r, n_rows);
-        match gr {
-            4 => ternary_rows_avx2::<4>(g, x, k_pad, n_tok, at, out),
-            3 => ternary_rows_avx2::<3>(g, x, k_pad, n_tok, at, out),
-            2 => ternary_rows_avx2::<2>(g, x, k_pad, n_tok, at, out),
-            _ => ternary_rows_avx2::<1>(g, x, k_pad, n_tok, at, out),
-        }
-        r += gr;
-    }
+    each_row_group!(ternary_rows_avx2, w, n_rows, k_pad, x, n_tok, out);
 }
 
 pub(super) fn ternary_gemm_avx2(
