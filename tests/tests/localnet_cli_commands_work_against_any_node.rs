@@ -29,6 +29,11 @@ async fn localnet_cli_commands_work_against_any_node() -> anyhow::Result<()> {
 
     let mut last_height = 0u64;
     for (i, amount) in [(1usize, 1000u128), (2, 2000), (3, 3000)] {
+        // The CLI reads the account sequence from this node's committed state: wait until the
+        // node has the block of the previous send, or it still hands out the old sequence
+        // while its mempool (which already checked the previous tx) expects the next one.
+        net.wait_height(i, last_height, Duration::from_secs(30))
+            .await?;
         let rpc = net.rpc_url(i);
         let r = magnetd(&[
             "tx",
